@@ -1,0 +1,1 @@
+"""ilastik pixel classification as a service."""

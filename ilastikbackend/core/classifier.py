@@ -1,0 +1,153 @@
+"""A project's classifier bound to the compiled core: raw pixels in, probabilities out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ilastikbackend import _core
+from ilastikbackend.core.project import Project
+
+STRUCTURE_TENSORS = ("vigra", "fastfilters")
+_NATIVE_DTYPES = (np.uint8, np.uint16, np.float32)
+
+
+class PixelClassifier:
+    """Features and forests of one project, ready to predict blocks.
+
+    Parameters
+    ----------
+    project : Project
+        A loaded ``.ilp`` (see :func:`load_project`).
+    z_size : int, optional
+        Depth of the 3D dataset that will be served. ilastik filters a scale column per
+        z-slice when the volume is too thin for its kernels; ``None`` means deep enough.
+    structure_tensor : {"vigra", "fastfilters"}
+        ``"vigra"`` computes the structure tensor like vigra; ``"fastfilters"`` like ilastik's
+        fastfilters backend, which swaps inner and outer scale (ILASTIK-SEMANTICS.md 3.8).
+
+    Notes
+    -----
+    Raw arrays are ``(y, x[, c])`` for 2D projects and ``(z, y, x[, c])`` for 3D ones;
+    uint8, uint16 and float32 are used as they are, anything else is cast to float32 as
+    ilastik does. The core releases the GIL, so blocks can be predicted on threads.
+    """
+
+    def __init__(self, project: Project, *, z_size: int | None = None, structure_tensor: str = "vigra"):
+        if structure_tensor not in STRUCTURE_TENSORS:
+            raise ValueError(f"structure_tensor must be one of {STRUCTURE_TENSORS}, not {structure_tensor!r}")
+        self.project = project
+        self.structure_tensor = structure_tensor
+        self.spatial_ndim = project.spatial_ndim
+        self.input_channels = project.input_channels
+        zs = 1 if self.spatial_ndim == 2 else (z_size if z_size is not None else 1 << 20)
+        self.plan = _core.FeaturePlan(project.feature_selection.requests(zs), structure_tensor)
+        forests = []
+        for vf in project.forests:
+            forest = _core.Forest(vf.class_count, vf.column_count, vf.predict_weighted)
+            for tree in vf.trees:
+                forest.add_tree(tree.topology, tree.parameters)
+            forests.append(forest)
+        self.num_classes = project.num_classes
+        ensemble = _core.Ensemble(forests, [label - 1 for label in project.known_labels], self.num_classes)
+        self.core = _core.PixelClassifierCore(self.plan, ensemble)
+        columns = self.plan.output_channels(self.input_channels, zs == 1)
+        if columns != ensemble.column_count:
+            raise ValueError(
+                f"for a volume of depth {zs} the features give {columns} channels, the forests expect "
+                f"{ensemble.column_count}: the dataset is too thin for this 3D project"
+            )
+
+    @property
+    def halo(self) -> tuple[int, ...]:
+        """Raw pixels needed on each side of a block, per spatial axis."""
+        h = self.plan.halo()
+        return tuple(h[3 - self.spatial_ndim :])
+
+    def _as_zyxc(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw)
+        if raw.ndim == self.spatial_ndim:
+            raw = raw[..., np.newaxis]
+        if raw.ndim != self.spatial_ndim + 1:
+            raise ValueError(f"raw data must have {self.spatial_ndim} spatial axes (+ channels), got shape {raw.shape}")
+        if raw.shape[-1] != self.input_channels:
+            raise ValueError(f"the project expects {self.input_channels} channel(s), the data has {raw.shape[-1]}")
+        if self.spatial_ndim == 2:
+            raw = raw[np.newaxis]
+        if raw.dtype not in _NATIVE_DTYPES:
+            raw = raw.astype(np.float32)
+        return np.ascontiguousarray(raw)
+
+    def _zyx(self, coords: Sequence[int], fill: int) -> list[int]:
+        coords = [int(c) for c in coords]
+        if len(coords) != self.spatial_ndim:
+            raise ValueError(f"expected {self.spatial_ndim} coordinates, got {coords}")
+        return ([fill] if self.spatial_ndim == 2 else []) + coords
+
+    def _roi(self, raw: np.ndarray, begin, end) -> tuple[list[int], list[int]]:
+        shape = raw.shape[:3]
+        b = [0, 0, 0] if begin is None else self._zyx(begin, 0)
+        e = list(shape) if end is None else self._zyx(end, 1)
+        return b, e
+
+    def features(self, raw: np.ndarray, begin: Sequence[int] | None = None, end: Sequence[int] | None = None) -> np.ndarray:
+        """ilastik's feature channels for ``raw[begin:end]``, shape ``(*spatial, n_features)``, float32.
+
+        The bounds of ``raw`` are taken as the image's bounds (mirrored like vigra).
+        """
+        r = self._as_zyxc(raw)
+        b, e = self._roi(r, begin, end)
+        out = _core.compute_features(r, b, e, self.plan)
+        return out[0] if self.spatial_ndim == 2 else out
+
+    def predict(
+        self,
+        raw: np.ndarray,
+        begin: Sequence[int] | None = None,
+        end: Sequence[int] | None = None,
+        *,
+        n_threads: int = 1,
+        tile: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Class probabilities for ``raw[begin:end]``, shape ``(*spatial, num_classes)``, float32.
+
+        ``raw`` is the whole image or a block with its halo (see :meth:`halo`); its bounds are
+        treated as image bounds. Work is cut into tiles computed on ``n_threads`` threads.
+        """
+        r = self._as_zyxc(raw)
+        b, e = self._roi(r, begin, end)
+        if tile is None:
+            tile = (1, 512, 512) if self.spatial_ndim == 2 else (64, 64, 128)
+        out = self.core.predict(r, b, e, int(n_threads), list(self._zyx(tile, 1)) if len(tile) == self.spatial_ndim else list(tile))
+        return out[0] if self.spatial_ndim == 2 else out
+
+    def predict_block(self, raw_with_halo: np.ndarray, inner_begin: Sequence[int], inner_end: Sequence[int]) -> np.ndarray:
+        """Probabilities of one block, given the raw block plus its halo (clipped at the image).
+
+        ``inner_begin``/``inner_end`` locate the block inside ``raw_with_halo``, as returned by
+        :meth:`Blocking.block_with_halo`.
+        """
+        return self.predict(raw_with_halo, inner_begin, inner_end)
+
+    def predict_image(
+        self, raw: np.ndarray, block_shape: Sequence[int], *, n_threads: int = 1
+    ) -> np.ndarray:
+        """The whole image, block by block exactly as the services compute it."""
+        raw = np.asarray(raw)
+        spatial = raw.shape[: self.spatial_ndim]
+        blocking = _core.Blocking(list(spatial), list(block_shape))
+        out = np.empty(tuple(spatial) + (self.num_classes,), np.float32)
+        halo = list(self.halo)
+
+        def one(block_id: int) -> None:
+            ob, oe, ib, ie = blocking.block_with_halo(block_id, halo)
+            piece = raw[tuple(slice(b, e) for b, e in zip(ob, oe))]
+            probs = self.predict_block(piece, ib, ie)
+            b, e = blocking.block_bounds(block_id)
+            out[tuple(slice(x, y) for x, y in zip(b, e))] = probs
+
+        with ThreadPoolExecutor(max(1, n_threads)) as pool:
+            list(pool.map(one, range(blocking.num_blocks)))
+        return out
