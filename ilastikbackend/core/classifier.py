@@ -14,6 +14,17 @@ STRUCTURE_TENSORS = ("vigra", "fastfilters")
 _NATIVE_DTYPES = (np.uint8, np.uint16, np.float32)
 
 
+def build_ensemble(project: Project) -> _core.Ensemble:
+    """The project's forests in the core, combined as ilastik combines them."""
+    forests = []
+    for vf in project.forests:
+        forest = _core.Forest(vf.class_count, vf.column_count, vf.predict_weighted)
+        for tree in vf.trees:
+            forest.add_tree(tree.topology, tree.parameters)
+        forests.append(forest)
+    return _core.Ensemble(forests, [label - 1 for label in project.known_labels], project.num_classes)
+
+
 class PixelClassifier:
     """Features and forests of one project, ready to predict blocks.
 
@@ -44,14 +55,8 @@ class PixelClassifier:
         self.input_channels = project.input_channels
         zs = 1 if self.spatial_ndim == 2 else (z_size if z_size is not None else 1 << 20)
         self.plan = _core.FeaturePlan(project.feature_selection.requests(zs), structure_tensor)
-        forests = []
-        for vf in project.forests:
-            forest = _core.Forest(vf.class_count, vf.column_count, vf.predict_weighted)
-            for tree in vf.trees:
-                forest.add_tree(tree.topology, tree.parameters)
-            forests.append(forest)
         self.num_classes = project.num_classes
-        ensemble = _core.Ensemble(forests, [label - 1 for label in project.known_labels], self.num_classes)
+        ensemble = build_ensemble(project)
         self.core = _core.PixelClassifierCore(self.plan, ensemble)
         columns = self.plan.output_channels(self.input_channels, zs == 1)
         if columns != ensemble.column_count:
@@ -92,7 +97,9 @@ class PixelClassifier:
         e = list(shape) if end is None else self._zyx(end, 1)
         return b, e
 
-    def features(self, raw: np.ndarray, begin: Sequence[int] | None = None, end: Sequence[int] | None = None) -> np.ndarray:
+    def features(
+        self, raw: np.ndarray, begin: Sequence[int] | None = None, end: Sequence[int] | None = None
+    ) -> np.ndarray:
         """ilastik's feature channels for ``raw[begin:end]``, shape ``(*spatial, n_features)``, float32.
 
         The bounds of ``raw`` are taken as the image's bounds (mirrored like vigra).
@@ -120,10 +127,14 @@ class PixelClassifier:
         b, e = self._roi(r, begin, end)
         if tile is None:
             tile = (1, 512, 512) if self.spatial_ndim == 2 else (64, 64, 128)
-        out = self.core.predict(r, b, e, int(n_threads), list(self._zyx(tile, 1)) if len(tile) == self.spatial_ndim else list(tile))
+        out = self.core.predict(
+            r, b, e, int(n_threads), list(self._zyx(tile, 1)) if len(tile) == self.spatial_ndim else list(tile)
+        )
         return out[0] if self.spatial_ndim == 2 else out
 
-    def predict_block(self, raw_with_halo: np.ndarray, inner_begin: Sequence[int], inner_end: Sequence[int]) -> np.ndarray:
+    def predict_block(
+        self, raw_with_halo: np.ndarray, inner_begin: Sequence[int], inner_end: Sequence[int]
+    ) -> np.ndarray:
         """Probabilities of one block, given the raw block plus its halo (clipped at the image).
 
         ``inner_begin``/``inner_end`` locate the block inside ``raw_with_halo``, as returned by
@@ -131,9 +142,7 @@ class PixelClassifier:
         """
         return self.predict(raw_with_halo, inner_begin, inner_end)
 
-    def predict_image(
-        self, raw: np.ndarray, block_shape: Sequence[int], *, n_threads: int = 1
-    ) -> np.ndarray:
+    def predict_image(self, raw: np.ndarray, block_shape: Sequence[int], *, n_threads: int = 1) -> np.ndarray:
         """The whole image, block by block exactly as the services compute it."""
         raw = np.asarray(raw)
         spatial = raw.shape[: self.spatial_ndim]

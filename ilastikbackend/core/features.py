@@ -52,10 +52,7 @@ class FeatureSelection:
     def selected(self) -> list[tuple[str, int]]:
         """(feature id, scale column) pairs in ilastik's channel order."""
         return [
-            (fid, j)
-            for i, fid in enumerate(self.feature_ids)
-            for j in range(len(self.scales))
-            if self.matrix[i, j]
+            (fid, j) for i, fid in enumerate(self.feature_ids) for j in range(len(self.scales)) if self.matrix[i, j]
         ]
 
     def column_in_2d(self, j: int, z_size: int) -> bool:

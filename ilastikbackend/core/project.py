@@ -184,7 +184,9 @@ def _strip_2d(name: str) -> str:
     return name.replace(" in 2D", "")
 
 
-def _match_channels(selection: FeatureSelection, names: tuple[str, ...], column_count: int, axes: str) -> tuple[int, int]:
+def _match_channels(
+    selection: FeatureSelection, names: tuple[str, ...], column_count: int, axes: str
+) -> tuple[int, int]:
     """Find (spatial ndim, input channels) for which the selection yields the forest's columns."""
     ndims = [3, 2] if "z" in axes else [2, 3]
     tried = []
@@ -244,7 +246,8 @@ def load_project(path: str | os.PathLike) -> Project:
         selection = _read_feature_selection(f)
         if _FORESTS not in f:
             raise ProjectError(
-                f"the project has no trained classifier ('{_FORESTS}' missing): add labels and train it in ilastik, then save"
+                f"the project has no trained classifier ('{_FORESTS}' missing): "
+                "add labels and train it in ilastik, then save"
             )
         cf = f[_FORESTS]
         pickled = _text(cf["pickled_type"][()]) if "pickled_type" in cf else "ParallelVigraRfLazyflowClassifier"

@@ -1,0 +1,88 @@
+"""Shared fixtures: the seed project, synthetic projects, and the vigra oracle."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import projects  # noqa: E402
+import vigra_oracle  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO.parent / "shared" / "seed-data"
+SEED_PROJECT = SEED / "pc.ilp"
+SEED_RAW = SEED / "raw.h5"
+
+
+@pytest.fixture(scope="session")
+def seed_project_path() -> Path:
+    assert SEED_PROJECT.is_file(), f"seed project missing: {SEED_PROJECT} (../shared/seed-data beside the repo)"
+    return SEED_PROJECT
+
+
+@pytest.fixture(scope="session")
+def seed_raw() -> np.ndarray:
+    with h5py.File(SEED_RAW, "r") as f:
+        return f["exported_data"][()]
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    if not vigra_oracle.vigra_available():
+        pytest.fail(
+            "real vigra is needed for the reference tests: apt-get install python3-vigra python3-h5py "
+            f"(looked for it under {vigra_oracle.SYSTEM_PYTHON})"
+        )
+    return vigra_oracle
+
+
+@pytest.fixture(scope="session")
+def project_3d(tmp_path_factory, oracle):
+    """A 3D uint16 project trained by vigra, 3 classes, ilastik 1.4 layout with ComputeIn2d all False."""
+    raw = projects.blobs((24, 40, 36), seed=3, dtype=np.uint16)[..., None]
+    path = projects.write_project(
+        tmp_path_factory.mktemp("p3d") / "p3d.ilp",
+        raw,
+        scales=(0.7, 1.0, 1.6, 3.5),
+        in2d=[False] * 4,
+        axes="zyx",
+        n_classes=3,
+    )
+    return path, raw
+
+
+@pytest.fixture(scope="session")
+def project_3d_mixed(tmp_path_factory, oracle):
+    """3D float32 project whose scale columns are partly computed in 2D (ComputeIn2d)."""
+    raw = projects.blobs((16, 32, 30), seed=5, dtype=np.float32)[..., None]
+    path = projects.write_project(
+        tmp_path_factory.mktemp("p3dm") / "p3dm.ilp",
+        raw,
+        scales=(0.7, 1.6, 3.5),
+        in2d=[True, False, True],
+        axes="zyx",
+    )
+    return path, raw
+
+
+@pytest.fixture(scope="session")
+def project_multichannel(tmp_path_factory, oracle):
+    """A 2D, 3-channel uint8 project in ilastik 1.2 layout (no ComputeIn2d)."""
+    raw = np.stack([projects.blobs((50, 60), seed=s) for s in (7, 8, 9)], axis=-1)[None]
+    matrix = np.ones((6, 3), bool)
+    matrix[4, 0] = False
+    path = projects.write_project(
+        tmp_path_factory.mktemp("pmc") / "pmc.ilp",
+        raw,
+        scales=(0.3, 1.0, 5.0),
+        matrix=matrix,
+        axes="yxc",
+        version="1.2.0",
+    )
+    return path, raw
