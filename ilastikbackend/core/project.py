@@ -143,6 +143,19 @@ def _read_forest(group: h5py.Group) -> VigraForest:
     return VigraForest(where, tuple(trees), class_count, column_count, labels, weighted)
 
 
+def _check_trees(forests: tuple[VigraForest, ...]) -> None:
+    """Parse every tree in the core now, so that a damaged forest fails at start-up."""
+    from ilastikbackend import _core
+
+    for vf in forests:
+        forest = _core.Forest(vf.class_count, vf.column_count, vf.predict_weighted)
+        for tree in vf.trees:
+            try:
+                forest.add_tree(tree.topology, tree.parameters)
+            except (ValueError, IndexError) as err:
+                raise ProjectError(f"forest {vf.name}: {err}") from err
+
+
 def _read_feature_selection(f: h5py.File) -> FeatureSelection:
     fs = _require(f, "FeatureSelections", "feature selection")
     ids = tuple(_text(v) for v in _require(fs, "FeatureIds", "feature selection")[()])
@@ -291,6 +304,7 @@ def load_project(path: str | os.PathLike) -> Project:
         colors = tuple(colors) + tuple(DEFAULT_LABEL_COLORS[i % 16] for i in range(len(colors), n_out))
         if any(k < 1 for k in known):
             raise ProjectError(f"known_labels must be 1-based label values, got {known}")
+    _check_trees(forests)
     return Project(
         path=path,
         content_hash=digest.hexdigest(),
