@@ -1,0 +1,3 @@
+from ilastikbackend.cli import main
+
+main()

@@ -1,0 +1,278 @@
+"""Where computed blocks live, how a block is claimed, and how waiters hear of results.
+
+Keys are opaque strings built by the caller (they name project hash, dataset, block shape
+and block id). Next to a value a key may have a *claim* (a lease: someone is computing it)
+and an *error* (the computation failed for good; kept briefly so waiters fail fast).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+
+from ilastikbackend.services.web import log_event
+
+DONE_CHANNEL = "ilb:done"
+
+
+class BlockCache(ABC):
+    @abstractmethod
+    def get_many(self, keys: list[str]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    def put(self, key: str, value: bytes) -> None:
+        """Store a result, drop its claim and announce it."""
+
+    @abstractmethod
+    def put_error(self, key: str, message: str, ttl_seconds: float = 30.0) -> None: ...
+
+    @abstractmethod
+    def get_errors(self, keys: list[str]) -> dict[str, str]: ...
+
+    @abstractmethod
+    def claim(self, key: str, lease_seconds: float) -> bool:
+        """Atomically take the job of computing ``key``; False if someone holds a live claim."""
+
+    @abstractmethod
+    def claimed(self, keys: list[str]) -> list[bool]: ...
+
+    @abstractmethod
+    def extend_claim(self, key: str, lease_seconds: float) -> None: ...
+
+    @abstractmethod
+    def wait(self, timeout: float) -> None:
+        """Return when some result was announced, or after ``timeout`` seconds."""
+
+    @abstractmethod
+    def keys(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int: ...
+
+    @abstractmethod
+    def count_computation(self, key: str) -> None: ...
+
+    @abstractmethod
+    def computations(self, prefix: str) -> dict[str, int]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections and threads."""
+
+
+class LocalBlockCache(BlockCache):
+    """In-process LRU cache bounded in bytes, for the embedded default."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = max_bytes
+        self._values: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._claims: dict[str, float] = {}
+        self._errors: dict[str, tuple[str, float]] = {}
+        self._counts: dict[str, int] = {}
+        self._cond = threading.Condition()
+
+    def get_many(self, keys):
+        with self._cond:
+            out = []
+            for k in keys:
+                v = self._values.get(k)
+                if v is not None:
+                    self._values.move_to_end(k)
+                out.append(v)
+            return out
+
+    def put(self, key, value):
+        with self._cond:
+            old = self._values.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._values[key] = value
+            self._bytes += len(value)
+            while self._bytes > self.max_bytes and len(self._values) > 1:
+                _, evicted = self._values.popitem(last=False)
+                self._bytes -= len(evicted)
+            self._claims.pop(key, None)
+            self._errors.pop(key, None)
+            self._cond.notify_all()
+
+    def put_error(self, key, message, ttl_seconds=30.0):
+        with self._cond:
+            self._errors[key] = (message, time.monotonic() + ttl_seconds)
+            self._claims.pop(key, None)
+            self._cond.notify_all()
+
+    def get_errors(self, keys):
+        now = time.monotonic()
+        with self._cond:
+            return {k: self._errors[k][0] for k in keys if k in self._errors and self._errors[k][1] > now}
+
+    def claim(self, key, lease_seconds):
+        now = time.monotonic()
+        with self._cond:
+            if self._claims.get(key, 0) > now:
+                return False
+            self._claims[key] = now + lease_seconds
+            self._errors.pop(key, None)
+            return True
+
+    def claimed(self, keys):
+        now = time.monotonic()
+        with self._cond:
+            return [self._claims.get(k, 0) > now for k in keys]
+
+    def extend_claim(self, key, lease_seconds):
+        with self._cond:
+            if key in self._claims:
+                self._claims[key] = time.monotonic() + lease_seconds
+
+    def wait(self, timeout):
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def keys(self, prefix):
+        with self._cond:
+            return [k for k in self._values if k.startswith(prefix)]
+
+    def delete_prefix(self, prefix):
+        with self._cond:
+            doomed = [k for k in self._values if k.startswith(prefix)]
+            for k in doomed:
+                self._bytes -= len(self._values.pop(k))
+            return len(doomed)
+
+    def count_computation(self, key):
+        with self._cond:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def computations(self, prefix):
+        with self._cond:
+            return {k: n for k, n in self._counts.items() if k.startswith(prefix)}
+
+
+class RedisBlockCache(BlockCache):
+    """Blocks in Redis; results are announced on a pub/sub channel.
+
+    Every call retries with back-off while Redis is unreachable or restarting, so a Redis
+    restart delays requests instead of failing them. Run Redis as an LRU cache
+    (``maxmemory`` + ``allkeys-lru``): an evicted block is simply computed again.
+    """
+
+    def __init__(self, url: str, retry_seconds: float = 60.0):
+        import redis
+
+        self.url = url
+        self.retry_seconds = retry_seconds
+        self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
+        self._cond = threading.Condition()
+        self._closed = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="redis-listener", daemon=True)
+        self._listener.start()
+
+    def _call(self, what: str, fn):
+        import redis
+
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return fn(self._redis)
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(f"Redis at {self.url} unreachable during {what}: {err}") from err
+                log_event("redis_retry", level=30, operation=what, error=type(err).__name__, delay=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _listen(self) -> None:
+        import redis
+
+        delay = 0.1
+        while not self._closed.is_set():
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(DONE_CHANNEL)
+                delay = 0.1
+                while not self._closed.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg is not None:
+                        with self._cond:
+                            self._cond.notify_all()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                # Waiters poll as well, so missing announcements while reconnecting only delays them.
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def get_many(self, keys):
+        if not keys:
+            return []
+        return self._call("get", lambda r: r.mget(keys))
+
+    def put(self, key, value):
+        def op(r):
+            pipe = r.pipeline()
+            pipe.set(key, value)
+            pipe.delete(key + ":claim", key + ":error")
+            pipe.publish(DONE_CHANNEL, key)
+            pipe.execute()
+
+        self._call("put", op)
+
+    def put_error(self, key, message, ttl_seconds=30.0):
+        def op(r):
+            pipe = r.pipeline()
+            pipe.set(key + ":error", message, px=int(ttl_seconds * 1000))
+            pipe.delete(key + ":claim")
+            pipe.publish(DONE_CHANNEL, key)
+            pipe.execute()
+
+        self._call("put_error", op)
+
+    def get_errors(self, keys):
+        if not keys:
+            return {}
+        values = self._call("get_errors", lambda r: r.mget([k + ":error" for k in keys]))
+        return {k: v.decode() for k, v in zip(keys, values) if v is not None}
+
+    def claim(self, key, lease_seconds):
+        return bool(self._call("claim", lambda r: r.set(key + ":claim", b"1", nx=True, px=int(lease_seconds * 1000))))
+
+    def claimed(self, keys):
+        if not keys:
+            return []
+        return [bool(n) for n in self._call("claimed", lambda r: r.mget([k + ":claim" for k in keys]))]
+
+    def extend_claim(self, key, lease_seconds):
+        self._call("extend_claim", lambda r: r.pexpire(key + ":claim", int(lease_seconds * 1000)))
+
+    def wait(self, timeout):
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def _scan(self, prefix: str) -> list[str]:
+        return [k.decode() for k in self._call("scan", lambda r: list(r.scan_iter(match=prefix + "*", count=1000)))]
+
+    def keys(self, prefix):
+        return [k for k in self._scan(prefix) if not k.endswith((":claim", ":error"))]
+
+    def delete_prefix(self, prefix):
+        doomed = self._scan(prefix)
+        if doomed:
+            self._call("delete", lambda r: r.delete(*doomed))
+        return len([k for k in doomed if not k.endswith((":claim", ":error"))])
+
+    def count_computation(self, key):
+        self._call("count", lambda r: r.hincrby("ilb:computations", key, 1))
+
+    def computations(self, prefix):
+        counts = self._call("computations", lambda r: r.hgetall("ilb:computations"))
+        return {k.decode(): int(v) for k, v in counts.items() if k.decode().startswith(prefix)}
+
+    def close(self):
+        self._closed.set()
+        self._redis.close()
+
+
+def open_cache(redis_url: str | None, max_bytes: int = 1 << 30) -> BlockCache:
+    return RedisBlockCache(redis_url) if redis_url else LocalBlockCache(max_bytes)

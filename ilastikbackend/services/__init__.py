@@ -1,0 +1,1 @@
+"""The HTTP services: data provider, pixel classification, gateway, and the block worker."""

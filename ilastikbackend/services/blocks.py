@@ -1,0 +1,154 @@
+"""Single-flight block prediction: what the gateway and the pixel classification service share.
+
+For every block of a region: take it from the cache; if absent, atomically claim it and
+publish one task; if someone else holds the claim, wait for their result. Claims are leases:
+when one expires without a result (its worker died and the task got lost), the next waiter
+claims the block again, so no request waits forever.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ilastikbackend.broker import BlockCache, TaskQueue
+from ilastikbackend.core import Blocking
+from ilastikbackend.services.roi import Roi
+from ilastikbackend.services.web import ApiError, log_event
+
+KEY_VERSION = "v1"
+
+
+def encode_block(probs: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(probs, np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_block(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class PredictionSetup:
+    """Everything a block's value depends on, and where workers find their inputs."""
+
+    project_hash: str
+    project_url: str  # where workers without the project download the .ilp
+    dataset_id: str
+    dataset_shape: tuple[int, ...]  # spatial, canonical order
+    dataprovider_url: str
+    block_shape: tuple[int, ...]
+    halo: tuple[int, ...]
+    num_classes: int
+    structure_tensor: str = "vigra"
+
+    @property
+    def key_prefix(self) -> str:
+        shape = "x".join(map(str, self.block_shape))
+        return f"ilb:{KEY_VERSION}:{self.project_hash[:24]}:{self.structure_tensor}:{self.dataset_id}:{shape}:"
+
+
+class BlockPredictor:
+    def __init__(self, setup: PredictionSetup, cache: BlockCache, tasks: TaskQueue, *,
+                 lease_seconds: float = 120.0, timeout_seconds: float = 600.0):  # fmt: skip
+        self.setup = setup
+        self.cache = cache
+        self.tasks = tasks
+        self.lease_seconds = lease_seconds
+        self.timeout_seconds = timeout_seconds
+        self.blocking = Blocking(list(setup.dataset_shape), list(setup.block_shape))
+
+    def key(self, block_id: int) -> str:
+        return f"{self.setup.key_prefix}{block_id}"
+
+    def task(self, block_id: int) -> dict:
+        s = self.setup
+        ob, oe, ib, ie = self.blocking.block_with_halo(block_id, list(s.halo))
+        return {
+            "key": self.key(block_id), "block_id": block_id, "project_hash": s.project_hash,
+            "project_url": s.project_url, "structure_tensor": s.structure_tensor, "dataset_id": s.dataset_id,
+            "dataset_shape": list(s.dataset_shape), "dataprovider_url": s.dataprovider_url,
+            "outer_begin": ob, "outer_end": oe, "inner_begin": ib, "inner_end": ie, "lease_seconds": self.lease_seconds,
+        }  # fmt: skip
+
+    def check_block_id(self, block_id: int) -> None:
+        if not 0 <= block_id < self.blocking.num_blocks:
+            last = self.blocking.num_blocks - 1
+            raise ApiError(404, f"block {block_id} does not exist: block ids run from 0 to {last}",
+                           num_blocks=self.blocking.num_blocks)  # fmt: skip
+
+    def _dispatch(self, block_id: int) -> None:
+        key = self.key(block_id)
+        if self.cache.claim(key, self.lease_seconds):
+            try:
+                self.tasks.publish(self.task(block_id))
+            except Exception as err:
+                log_event("publish_failed", level=30, block=block_id, error=str(err))
+                raise ApiError(503, f"could not queue block {block_id}: task queue unavailable ({err})") from err
+            log_event("block_queued", level=10, block=block_id)
+
+    def blocks(self, block_ids: list[int]) -> dict[int, np.ndarray]:
+        """The probabilities of the given blocks, computing each missing block exactly once."""
+        start = time.monotonic()
+        keys = {b: self.key(b) for b in block_ids}
+        try:
+            found = dict(zip(block_ids, self.cache.get_many([keys[b] for b in block_ids])))
+            result = {b: decode_block(v) for b, v in found.items() if v is not None}
+            pending = [b for b in block_ids if b not in result]
+            for b in pending:
+                self._dispatch(b)
+            while pending:
+                if time.monotonic() - start > self.timeout_seconds:
+                    raise ApiError(504, f"blocks {pending[:10]} not computed within {self.timeout_seconds:.0f} s; "
+                                   "are workers running?", blocks=pending[:100])  # fmt: skip
+                self.cache.wait(0.25)
+                values = self.cache.get_many([keys[b] for b in pending])
+                for b, v in zip(pending, values):
+                    if v is not None:
+                        result[b] = decode_block(v)
+                pending = [b for b in pending if b not in result]
+                if not pending:
+                    break
+                errors = self.cache.get_errors([keys[b] for b in pending])
+                if errors:
+                    failed = [b for b in pending if keys[b] in errors]
+                    raise ApiError(502, f"computing block {failed[0]} failed: {errors[keys[failed[0]]]}",
+                                   blocks=failed)  # fmt: skip
+                # A block neither cached nor claimed lost its worker (or was evicted): claim it again.
+                for b, live in zip(pending, self.cache.claimed([keys[b] for b in pending])):
+                    if not live:
+                        log_event("block_reissued", level=30, block=b)
+                        self._dispatch(b)
+        except ConnectionError as err:
+            raise ApiError(503, f"block cache unavailable: {err}") from err
+        return result
+
+    def roi(self, roi: Roi) -> np.ndarray:
+        """Stitch and crop the probabilities of a region, shape ``(*roi.shape, num_classes)``."""
+        ids = self.blocking.blocks_in_roi(list(roi.begin), list(roi.end))
+        blocks = self.blocks(ids)
+        out = np.empty(roi.shape + (self.setup.num_classes,), np.float32)
+        for b in ids:
+            bb, be = self.blocking.block_bounds(b)
+            lo = [max(x, r) for x, r in zip(bb, roi.begin)]
+            hi = [min(x, r) for x, r in zip(be, roi.end)]
+            src = tuple(slice(a - o, c - o) for a, c, o in zip(lo, hi, bb))
+            dst = tuple(slice(a - o, c - o) for a, c, o in zip(lo, hi, roi.begin))
+            out[dst] = blocks[b][src]
+        return out
+
+    def cached_block_ids(self) -> list[int]:
+        prefix = self.setup.key_prefix
+        ids = []
+        for k in self.cache.keys(prefix):
+            tail = k[len(prefix) :]
+            if tail.isdigit():
+                ids.append(int(tail))
+        return sorted(ids)
+
+    def clear(self) -> int:
+        return self.cache.delete_prefix(self.setup.key_prefix)

@@ -1,0 +1,82 @@
+"""The data provider: one configured raw dataset, served by region of interest."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from ilastikbackend.data import DataSource
+from ilastikbackend.services import encoding
+from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
+from ilastikbackend.services.roi import parse_roi
+from ilastikbackend.services.web import docs_blueprint, openapi, register_error_handlers, timed
+
+bp = Blueprint("dataprovider", __name__)
+
+
+def _source() -> DataSource:
+    return current_app.config["SOURCE"]
+
+
+@bp.get("/raw/<fmt>/roi")
+def raw_roi(fmt: str):
+    source = _source()
+    info = source.info
+    encoding.check_format(fmt)
+    roi = parse_roi(request.args, info.spatial_shape, current_app.config["MAX_ROI_VOXELS"])
+    has_c = info.axes.endswith("c")
+    channel = encoding.parse_channel(request.args.get("channel"), info.channels)
+    data = source.read(roi.begin, roi.end)
+    png, headers = (None, {})
+    if fmt == "png":
+        png, headers = encoding.raw_png(data, info.spatial_ndim, has_c, channel)
+    headers["X-Dataset-Id"] = info.dataset_id
+    return encoding.encode(data, fmt, axes=info.axes, png=png, extra_headers=headers, filename="raw")
+
+
+@bp.get("/info")
+def info():
+    return jsonify(_source().info.as_json())
+
+
+@bp.get("/info/dtype")
+def info_dtype():
+    return Response(_source().info.dtype, mimetype="text/plain")
+
+
+@bp.get("/info/shape")
+def info_shape():
+    return Response("_".join(map(str, _source().info.spatial_shape)), mimetype="text/plain")
+
+
+@bp.get("/info/dim")
+def info_dim():
+    return Response(str(_source().info.spatial_ndim), mimetype="text/plain")
+
+
+SPEC = openapi(
+    "ilastik data provider",
+    "Serves one raw dataset (HDF5) by region of interest. Regions use the spatial axes in (z,) y, x order; "
+    "every channel is returned, channels last.",
+    {
+        "/raw/{format}/roi": roi_operation(
+            "raw data of a region", 400, 413, example="/raw/png/roi?extents_min=10_10&extents_max=100_150"
+        ),
+        "/info": simple_get(
+            "shape, dtype, axes, channels and id of the dataset, as JSON", json_response("dataset info")
+        ),
+        "/info/dtype": simple_get("numpy dtype of the data, e.g. uint8", text("dtype")),
+        "/info/shape": simple_get("spatial shape joined by '_', e.g. 193_185", text("shape")),
+        "/info/dim": simple_get("number of spatial axes: 2 or 3", text("dimensions")),
+    },
+)
+
+
+def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28) -> Flask:
+    """The data provider serving ``source``, and nothing else."""
+    app = Flask("dataprovider")
+    app.config.update(SOURCE=source, MAX_ROI_VOXELS=max_roi_voxels)
+    app.register_blueprint(bp)
+    app.register_blueprint(docs_blueprint(SPEC))
+    register_error_handlers(app)
+    timed(app)
+    return app

@@ -1,0 +1,144 @@
+"""Answer formats: raw (the 2017 prototype's voxel stream), tiff, png, hdf5 and npy."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+import numpy as np
+from flask import Response
+
+from ilastikbackend.services.web import ApiError
+
+FORMATS = ("raw", "tiff", "png", "hdf5", "npy")
+MIMETYPES = {
+    "raw": "application/octet-stream",
+    "tiff": "image/tiff",
+    "png": "image/png",
+    "hdf5": "application/x-hdf5",
+    "npy": "application/octet-stream",
+}
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ApiError(400, f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}", formats=list(FORMATS))
+    return fmt
+
+
+def axistags(axes: str) -> str:
+    """vigra/ilastik axistags JSON for an axis string like ``"zyxc"``."""
+    flags = {"x": 2, "y": 2, "z": 2, "t": 8, "c": 1}
+    return json.dumps({"axes": [{"key": a, "typeFlags": flags[a], "resolution": 0, "description": ""} for a in axes]})
+
+
+def parse_channel(value: str | None, n_channels: int) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        raise ApiError(400, f"'channel' must be an integer, got {value!r}") from None
+    if not 0 <= k < n_channels:
+        raise ApiError(400, f"channel {k} does not exist: there are {n_channels} channel(s), 0..{n_channels - 1}")
+    return k
+
+
+def _png_plane(array: np.ndarray, spatial: int) -> np.ndarray:
+    """Drop the one-slice-thick axis of a 3D region; PNG holds one 2D slice."""
+    if spatial == 3:
+        thin = [a for a in range(3) if array.shape[a] == 1]
+        if not thin:
+            raise ApiError(400, f"a 3D region as PNG must be one slice thick along some axis, got {array.shape[:3]}; "
+                           "ask for a single slice, or use tiff, hdf5 or npy")  # fmt: skip
+        array = np.take(array, 0, axis=thin[0])
+    return array
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if image.dtype == np.uint16 and image.ndim == 2:
+        Image.fromarray(image.astype(np.uint16)).save(buf, format="PNG")
+    else:
+        Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def prediction_png(probs: np.ndarray, spatial: int, colors: Sequence[Sequence[int]], channel: int | None) -> bytes:
+    """One class as grey (``channel``), or all classes blended with the project's label colours."""
+    plane = _png_plane(probs, spatial)
+    if channel is not None:
+        return _png_bytes(np.clip(np.rint(plane[..., channel] * 255.0), 0, 255).astype(np.uint8))
+    palette = np.asarray(colors, np.float32)[: plane.shape[-1]]
+    rgb = np.tensordot(plane.astype(np.float32), palette, axes=([-1], [0]))
+    return _png_bytes(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
+
+
+def raw_png(data: np.ndarray, spatial: int, has_channels: bool, channel: int | None) -> tuple[bytes, dict]:
+    plane = _png_plane(data, spatial)
+    headers = {}
+    if has_channels:
+        if channel is not None:
+            plane = plane[..., channel]
+        elif plane.shape[-1] == 1:
+            plane = plane[..., 0]
+        elif plane.shape[-1] not in (3, 4):
+            raise ApiError(400, f"raw data has {plane.shape[-1]} channels; choose one for PNG with channel=k")
+    if plane.dtype not in (np.uint8, np.uint16):
+        lo, hi = float(np.nanmin(plane)), float(np.nanmax(plane))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        plane = np.clip(np.rint((plane - lo) * scale), 0, 255).astype(np.uint8)
+        headers["X-Display-Range"] = f"{lo}_{hi}"
+    if plane.ndim == 3 and plane.dtype == np.uint16:
+        plane = (plane >> 8).astype(np.uint8)
+    return _png_bytes(np.ascontiguousarray(plane)), headers
+
+
+def encode(
+    array: np.ndarray,
+    fmt: str,
+    *,
+    axes: str,
+    png: bytes | None = None,
+    extra_headers: dict | None = None,
+    filename: str = "data",
+) -> Response:
+    """Serialize ``array`` (axes as in ``axes``) in ``fmt``; PNG bytes are made by the caller."""
+    array = np.ascontiguousarray(array)
+    if fmt == "raw":
+        body = array.tobytes()
+    elif fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        body = buf.getvalue()
+    elif fmt == "tiff":
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(
+            buf, array, metadata={"axes": axes.upper().replace("C", "S") if axes.endswith("c") else axes.upper()}
+        )
+        body = buf.getvalue()
+    elif fmt == "hdf5":
+        import h5py
+
+        with h5py.File(io.BytesIO(), "w") as f:  # in memory
+            ds = f.create_dataset("exported_data", data=array)
+            ds.attrs["axistags"] = axistags(axes)
+            f.flush()
+            body = f.id.get_file_image()
+    elif fmt == "png":
+        body = png
+    else:  # pragma: no cover - callers check the format first
+        raise ApiError(400, f"unknown format '{fmt}'")
+    headers = {
+        "X-Shape": "_".join(map(str, array.shape)),
+        "X-Dtype": str(array.dtype),
+        "X-Axes": axes,
+        "Content-Disposition": f"inline; filename={filename}.{'h5' if fmt == 'hdf5' else fmt}",
+    }
+    headers.update(extra_headers or {})
+    return Response(body, mimetype=MIMETYPES[fmt], headers=headers)

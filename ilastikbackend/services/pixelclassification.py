@@ -1,0 +1,180 @@
+"""The pixel classification service: owns the project and the blocking, serves predictions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import requests
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+
+from ilastikbackend.core import PixelClassifier, Project
+from ilastikbackend.services import encoding
+from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
+from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
+from ilastikbackend.services.roi import Roi, parse_roi
+from ilastikbackend.services.web import (
+    ApiError,
+    docs_blueprint,
+    error_responses,
+    log_event,
+    openapi,
+    register_error_handlers,
+    timed,
+)  # fmt: skip
+
+bp = Blueprint("pixelclassification", __name__)
+
+DEFAULT_BLOCK_2D = 256
+DEFAULT_BLOCK_3D = 64
+
+
+def dataset_info(dataprovider_url: str, wait_seconds: float = 60.0) -> dict:
+    """The data provider's ``/info``, waiting for it to come up."""
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.2
+    while True:
+        try:
+            r = requests.get(f"{dataprovider_url}/info", timeout=10)
+            r.raise_for_status()
+            return r.json()
+        except (requests.RequestException, ValueError) as err:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"data provider at {dataprovider_url} is not reachable: {err}") from err
+            log_event("waiting_for_dataprovider", level=30, url=dataprovider_url, error=type(err).__name__)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def make_setup(project: Project, info: dict, *, dataprovider_url: str, project_url: str, blocksize: int | None,
+               structure_tensor: str, halo: tuple[int, ...]) -> PredictionSetup:  # fmt: skip
+    """Check that the dataset fits the project, and fix blocking and cache identity."""
+    spatial = tuple(int(s) for s in info["spatial_shape"])
+    if len(spatial) != project.spatial_ndim:
+        raise SystemExit(f"the project was trained on {project.spatial_ndim}D data ({project.raw_axes or '?'}), "
+                         f"the data provider serves {len(spatial)}D data ({info['axes']})")  # fmt: skip
+    if int(info["channels"]) != project.input_channels:
+        raise SystemExit(f"the project expects {project.input_channels} channel(s), "
+                         f"the data provider's dataset has {info['channels']}")  # fmt: skip
+    size = blocksize or (DEFAULT_BLOCK_2D if len(spatial) == 2 else DEFAULT_BLOCK_3D)
+    if size < 1:
+        raise SystemExit(f"--blocksize must be positive, got {size}")
+    return PredictionSetup(
+        project_hash=project.content_hash, project_url=project_url, dataset_id=info["dataset_id"],
+        dataset_shape=spatial, dataprovider_url=dataprovider_url, block_shape=(size,) * len(spatial), halo=halo,
+        num_classes=project.num_classes, structure_tensor=structure_tensor,
+    )  # fmt: skip
+
+
+def prediction_response(predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str) -> Response:
+    """Probabilities of a region in any format; PNG in the project's label colours or one class grey."""
+    encoding.check_format(fmt)
+    setup = predictor.setup
+    channel = encoding.parse_channel(request.args.get("channel"), setup.num_classes)
+    probs = predictor.roi(roi)
+    spatial = len(setup.dataset_shape)
+    axes = ("zyx" if spatial == 3 else "yx") + "c"
+    png = encoding.prediction_png(probs, spatial, colors, channel) if fmt == "png" else None
+    return encoding.encode(probs, fmt, axes=axes, png=png, filename=filename)
+
+
+def _predictor() -> BlockPredictor:
+    return current_app.config["PREDICTOR"]
+
+
+def _project() -> Project:
+    return current_app.config["PROJECT"]
+
+
+@bp.get("/prediction/<fmt>/roi")
+def prediction_roi(fmt: str):
+    encoding.check_format(fmt)
+    predictor = _predictor()
+    roi = parse_roi(request.args, predictor.setup.dataset_shape, current_app.config["MAX_ROI_VOXELS"])
+    return prediction_response(predictor, fmt, roi, _project().label_colors, "prediction")
+
+
+@bp.get("/prediction/<fmt>/<block>")
+def prediction_block(fmt: str, block: str):
+    encoding.check_format(fmt)
+    try:
+        block_id = int(block)
+    except ValueError:
+        raise ApiError(400, f"block id must be an integer, got {block!r}") from None
+    predictor = _predictor()
+    predictor.check_block_id(block_id)
+    begin, end = predictor.blocking.block_bounds(block_id)
+    return prediction_response(predictor, fmt, Roi(tuple(begin), tuple(end)), _project().label_colors,
+                               f"block{block_id}")  # fmt: skip
+
+
+@bp.get("/prediction/numclasses")
+def numclasses():
+    return Response(str(_predictor().setup.num_classes), mimetype="text/plain")
+
+
+@bp.get("/prediction/cachedblockids")
+def cached_block_ids():
+    return jsonify(_predictor().cached_block_ids())
+
+
+@bp.get("/prediction/info")
+def prediction_info():
+    predictor, project = _predictor(), _project()
+    return jsonify({
+        **asdict(predictor.setup),
+        "num_blocks": predictor.blocking.num_blocks,
+        "blocks_per_axis": list(predictor.blocking.blocks_per_axis),
+        "label_names": list(project.label_names),
+        "label_colors": [list(c) for c in project.label_colors],
+        "ilastik_version": project.ilastik_version,
+        "feature_names": list(project.feature_names),
+    })  # fmt: skip
+
+
+@bp.get("/project/ilp")
+def project_file():
+    return send_file(_project().path, mimetype="application/x-hdf5", as_attachment=True, download_name="project.ilp")
+
+
+SPEC = openapi(
+    "ilastik pixel classification service",
+    "Loads an ilastik Pixel Classification project, owns the blocking of the dataset and serves class "
+    "probabilities per block or per region. Missing blocks are computed once by the workers and cached.",
+    {
+        "/prediction/{format}/roi": roi_operation(
+            "class probabilities of a region (channels last, one per label)", 400, 413, 502, 503, 504,
+            example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
+        ),
+        "/prediction/{format}/{blockIdx}": {
+            "get": {
+                "summary": "class probabilities of one block",
+                "parameters": [
+                    roi_operation("")["get"]["parameters"][0],
+                    {"name": "blockIdx", "in": "path", "required": True, "description": "block id (C order)",
+                     "schema": {"type": "integer", "minimum": 0}},
+                    roi_operation("")["get"]["parameters"][-1],
+                ],
+                "responses": {"200": roi_operation("")["get"]["responses"]["200"],
+                              **error_responses(400, 404, 502, 503, 504)},
+            }
+        },
+        "/prediction/numclasses": simple_get("number of classes (label channels)", text("a number")),
+        "/prediction/cachedblockids": simple_get("ids of the blocks in the cache", json_response("list of ids")),
+        "/prediction/info": simple_get("blocking, project and dataset identity, label names and colours",
+                                       json_response("prediction setup")),
+        "/project/ilp": simple_get("the .ilp file being served (workers download it)",
+                                   {"description": "the project file"}),
+    },
+)  # fmt: skip
+
+
+def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_roi_voxels: int = 1 << 26) -> Flask:
+    app = Flask("pixelclassification")
+    app.config.update(PROJECT=classifier.project, CLASSIFIER=classifier, PREDICTOR=predictor,
+                      MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip
+    app.register_blueprint(bp)
+    app.register_blueprint(docs_blueprint(SPEC))
+    register_error_handlers(app)
+    timed(app)
+    return app

@@ -1,0 +1,82 @@
+"""Regions of interest as the 2017 API spells them: ``extents_min=a_b[_c]&extents_max=...``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ilastikbackend.services.web import ApiError
+
+
+@dataclass(frozen=True)
+class Roi:
+    begin: tuple[int, ...]
+    end: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(e - b for b, e in zip(self.begin, self.end))
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(b, e) for b, e in zip(self.begin, self.end))
+
+    def query(self) -> str:
+        return f"extents_min={'_'.join(map(str, self.begin))}&extents_max={'_'.join(map(str, self.end))}"
+
+
+def _parse_extent(name: str, text: str | None, ndim: int) -> list[int]:
+    if text is None or text == "":
+        raise ApiError(400, f"missing query parameter '{name}': give {ndim} integers joined by '_', e.g. "
+                       f"{name}={'_'.join(['0'] * ndim)}")  # fmt: skip
+    parts = text.split("_")
+    if len(parts) != ndim:
+        raise ApiError(400, f"'{name}' has {len(parts)} value(s) but the dataset has {ndim} spatial axes",
+                       parameter=name, value=text)  # fmt: skip
+    values = []
+    for p in parts:
+        try:
+            values.append(int(p))
+        except ValueError:
+            raise ApiError(400, f"'{name}' must hold integers joined by '_', got {text!r}", parameter=name) from None
+    return values
+
+
+def parse_roi(args: Mapping[str, str], shape: Sequence[int], max_voxels: int | None = None) -> Roi:
+    """Parse and check ``extents_min``/``extents_max`` against the dataset's spatial shape.
+
+    Minima must lie in ``[0, shape)``; maxima are exclusive, and a negative maximum counts from
+    the end as in Python indexing (``-1`` stops one before the last pixel).
+    """
+    ndim = len(shape)
+    lo = _parse_extent("extents_min", args.get("extents_min"), ndim)
+    hi = _parse_extent("extents_max", args.get("extents_max"), ndim)
+    begin, end = [], []
+    for axis, (b, e, n) in enumerate(zip(lo, hi, shape)):
+        if b < 0:
+            raise ApiError(400, f"extents_min[{axis}]={b} is negative", axis=axis)
+        if b >= n:
+            raise ApiError(
+                400, f"extents_min[{axis}]={b} is outside the dataset (size {n} along axis {axis})", axis=axis
+            )
+        e_abs = e + n if e < 0 else e
+        if e_abs > n:
+            raise ApiError(
+                400, f"extents_max[{axis}]={e} is outside the dataset (size {n} along axis {axis})", axis=axis
+            )
+        if e_abs <= b:
+            raise ApiError(400, f"empty or reversed region along axis {axis}: extents_min={b}, extents_max={e}",
+                           axis=axis)  # fmt: skip
+        begin.append(b)
+        end.append(e_abs)
+    roi = Roi(tuple(begin), tuple(end))
+    if max_voxels is not None and roi.size > max_voxels:
+        raise ApiError(413, f"region of {roi.size} voxels exceeds this service's limit of {max_voxels} "
+                       "(ask for smaller regions, or use a batch export)", limit=max_voxels)  # fmt: skip
+    return roi

@@ -1,0 +1,189 @@
+"""What every service shares: JSON errors, structured logs, /doc and /openapi.json, serving."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("ilastikbackend")
+
+
+class ApiError(Exception):
+    """An error answered as JSON: ``{"error": message, "status": status, ...details}``."""
+
+    def __init__(self, status: int, message: str, **details: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One structured log line: ``event key=value ...`` (values JSON-quoted when needed)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        s = str(v)
+        return json.dumps(s) if (" " in s or "=" in s or not s) else s
+
+    log.log(level, "%s %s", event, " ".join(f"{k}={fmt(v)}" for k, v in fields.items()))
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def register_error_handlers(app: Flask) -> None:
+    """The one error handler: every failure becomes a JSON answer, never a traceback."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError):
+        return jsonify({"error": err.message, "status": err.status, **err.details}), err.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):
+        message = err.description or err.name
+        if err.code == 404:
+            message = f"no such endpoint: {request.path} (see /doc)"
+        return jsonify({"error": message, "status": err.code}), err.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unhandled error on %s", request.path)
+        return jsonify({"error": f"internal error: {type(err).__name__}", "status": 500}), 500
+
+
+def docs_blueprint(spec: dict) -> Blueprint:
+    """``/openapi.json`` and a self-contained human-readable ``/doc`` page (no CDN assets)."""
+    bp = Blueprint("docs", __name__)
+
+    @bp.get("/openapi.json")
+    def openapi():
+        return jsonify(spec)
+
+    @bp.get("/doc")
+    def doc():
+        return Response(render_doc(spec), mimetype="text/html")
+
+    return bp
+
+
+def render_doc(spec: dict) -> str:
+    info = spec.get("info", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(info.get('title', 'API'))}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
+        "code,pre{background:#f4f4f4;padding:.1em .3em}h2{border-bottom:1px solid #ccc;margin-top:2em}"
+        ".m{display:inline-block;min-width:4em;font-weight:bold;color:#06c}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ddd;padding:.2em .5em;text-align:left;vertical-align:top}</style></head><body>",
+        f"<h1>{html.escape(info.get('title', 'API'))}</h1>",
+        f"<p>{html.escape(info.get('description', ''))}</p>",
+        "<p>Machine-readable: <a href='openapi.json'>openapi.json</a> (OpenAPI 3).</p>",
+    ]
+    for path, ops in spec.get("paths", {}).items():
+        for method, op in ops.items():
+            if method not in ("get", "post", "delete", "put"):
+                continue
+            parts.append(f"<h2><span class='m'>{method.upper()}</span> <code>{html.escape(path)}</code></h2>")
+            parts.append(f"<p>{html.escape(op.get('summary', ''))}</p>")
+            if op.get("description"):
+                parts.append(f"<p>{html.escape(op['description'])}</p>")
+            params = op.get("parameters", [])
+            if params:
+                parts.append("<table><tr><th>parameter</th><th>in</th><th>required</th><th>description</th></tr>")
+                for p in params:
+                    schema = p.get("schema", {})
+                    kind = schema.get("enum") or schema.get("type", "")
+                    parts.append(
+                        f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{p['in']}</td>"
+                        f"<td>{'yes' if p.get('required') else 'no'}</td>"
+                        f"<td>{html.escape(p.get('description', ''))} <i>{html.escape(str(kind))}</i></td></tr>"
+                    )
+                parts.append("</table>")
+            for example in op.get("x-examples", []):
+                parts.append(f"<p>Example: <code>{html.escape(example)}</code></p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def timed(app: Flask) -> None:
+    """Log every request with its duration."""
+
+    @app.before_request
+    def _start():
+        request.environ["ilb.start"] = time.perf_counter()
+
+    @app.after_request
+    def _done(response):
+        start = request.environ.get("ilb.start")
+        if start is not None:
+            log_event(
+                "request", level=logging.DEBUG, method=request.method, path=request.full_path.rstrip("?"),
+                status=response.status_code, seconds=time.perf_counter() - start,
+            )  # fmt: skip
+        return response
+
+
+def base_url(address: str) -> str:
+    """``host:port`` (as the 2017 command lines give it) or a URL, to a base URL without slash."""
+    address = address.strip().rstrip("/")
+    if "://" not in address:
+        address = "http://" + address
+    return address
+
+
+def serve(app: Flask, host: str, port: int, threads: int = 32) -> None:
+    """Serve with waitress, a production WSGI server."""
+    from waitress import serve as waitress_serve
+
+    log_event("listening", service=app.name, url=f"http://{host}:{port}", threads=threads)
+    waitress_serve(app, host=host, port=port, threads=threads, ident=app.name, channel_timeout=600)
+
+
+def openapi(title: str, description: str, paths: dict) -> dict:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "0.1.0", "description": description},
+        "paths": paths,
+        "components": {"schemas": {"Error": ERROR_SCHEMA}},
+    }
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+    "required": ["error", "status"],
+}
+
+
+def error_responses(*codes: int) -> dict:
+    texts = {400: "bad request", 404: "not found", 413: "region too large", 500: "internal error",
+             502: "block computation failed", 503: "backend unavailable", 504: "timed out"}  # fmt: skip
+    return {
+        str(c): {
+            "description": texts.get(c, "error"),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for c in codes
+    }

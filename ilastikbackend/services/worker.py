@@ -1,0 +1,120 @@
+"""The block worker: fetch a block plus halo from the data provider, predict, store the result."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+
+import numpy as np
+import requests
+
+from ilastikbackend.broker import BlockCache
+from ilastikbackend.core import PixelClassifier, load_project
+from ilastikbackend.services.blocks import encode_block
+from ilastikbackend.services.web import log_event, worker_name
+
+
+class ClassifierRegistry:
+    """Classifiers by project hash: projects given locally, or downloaded from the
+    pixel classification service (``task["project_url"]``) and checked against the hash."""
+
+    def __init__(self, project_paths: list[str] | None = None, download_dir: str | None = None):
+        self._projects = {}
+        for path in project_paths or []:
+            project = load_project(path)
+            self._projects[project.content_hash] = project
+        self._classifiers: dict[tuple, PixelClassifier] = {}
+        self._lock = threading.Lock()
+        self._download_dir = download_dir or tempfile.mkdtemp(prefix="ilastikbackend-projects-")
+
+    @staticmethod
+    def _key(project, structure_tensor: str, dataset_shape) -> tuple:
+        # 3D classifiers depend on the volume's depth (thin volumes are filtered per slice).
+        z = None if project.spatial_ndim == 2 else int(dataset_shape[0])
+        return (project.content_hash, structure_tensor, z)
+
+    def add(self, classifier: PixelClassifier, dataset_shape) -> None:
+        """Serve tasks for this classifier's project without loading it again."""
+        project = classifier.project
+        self._projects[project.content_hash] = project
+        self._classifiers[self._key(project, classifier.structure_tensor, dataset_shape)] = classifier
+
+    def _project(self, project_hash: str, url: str):
+        if project_hash in self._projects:
+            return self._projects[project_hash]
+        response = requests.get(url, timeout=60)
+        response.raise_for_status()
+        digest = hashlib.sha256(response.content).hexdigest()
+        if digest != project_hash:
+            raise ValueError(f"project at {url} has hash {digest[:12]}, the task asks for {project_hash[:12]}")
+        path = os.path.join(self._download_dir, f"{project_hash}.ilp")
+        with open(path, "wb") as fh:
+            fh.write(response.content)
+        project = load_project(path)
+        self._projects[project_hash] = project
+        log_event("project_downloaded", project=project_hash[:12], url=url)
+        return project
+
+    def get(self, task: dict) -> PixelClassifier:
+        with self._lock:
+            project = self._project(task["project_hash"], task["project_url"])
+            key = self._key(project, task["structure_tensor"], task["dataset_shape"])
+            clf = self._classifiers.get(key)
+            if clf is None:
+                clf = PixelClassifier(project, z_size=key[2], structure_tensor=task["structure_tensor"])
+                self._classifiers[key] = clf
+            return clf
+
+
+_session = threading.local()
+
+
+def fetch_raw(task: dict) -> np.ndarray:
+    """The block's raw region with halo, from the data provider, checked against the dataset id."""
+    session = getattr(_session, "value", None)
+    if session is None:
+        session = _session.value = requests.Session()
+    query = (f"extents_min={'_'.join(map(str, task['outer_begin']))}"
+             f"&extents_max={'_'.join(map(str, task['outer_end']))}")  # fmt: skip
+    response = session.get(f"{task['dataprovider_url']}/raw/raw/roi?{query}", timeout=120)
+    if response.status_code != 200:
+        raise OSError(f"data provider answered {response.status_code} for {query}: {response.text[:300]}")
+    dataset_id = response.headers.get("X-Dataset-Id")
+    if dataset_id != task["dataset_id"]:
+        raise OSError(f"data provider serves dataset {dataset_id}, the task is for {task['dataset_id']}")
+    shape = tuple(int(s) for s in response.headers["X-Shape"].split("_"))
+    return np.frombuffer(response.content, dtype=np.dtype(response.headers["X-Dtype"])).reshape(shape)
+
+
+class BlockWorker:
+    """Handles block tasks; shared by worker.py (RabbitMQ) and the embedded pool."""
+
+    def __init__(self, cache: BlockCache, registry: ClassifierRegistry, name: str | None = None):
+        self.cache = cache
+        self.registry = registry
+        self.name = name or worker_name()
+
+    def handle(self, task: dict) -> None:
+        key, block = task["key"], task["block_id"]
+        if self.cache.get_many([key])[0] is not None:  # a redelivered task whose result already landed
+            log_event("block_skipped", block=block, worker=self.name, reason="cached")
+            return
+        start = time.perf_counter()
+        clf = self.registry.get(task)
+        raw = fetch_raw(task)
+        fetched = time.perf_counter()
+        self.cache.extend_claim(key, float(task.get("lease_seconds", 120)))
+        probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
+        computed = time.perf_counter()
+        self.cache.put(key, encode_block(probs))
+        self.cache.count_computation(key)
+        log_event(
+            "block_done", block=block, worker=self.name, shape="x".join(map(str, probs.shape[:-1])),
+            fetch_seconds=fetched - start, compute_seconds=computed - fetched, seconds=time.perf_counter() - start,
+        )  # fmt: skip
+
+    def fail(self, task: dict, message: str) -> None:
+        self.cache.put_error(task["key"], f"block {task['block_id']}: {message}")
