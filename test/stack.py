@@ -1,0 +1,135 @@
+"""Start the services as real processes on loopback, the way a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("ILASTIKBACKEND_TEST_REDIS", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("ILASTIKBACKEND_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """One service process; its output goes to a log file that failures print."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, url: str | None = None):
+        self.name = name
+        self.url = url
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._log = open(self.log_path, "wb")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            if self.url is None:
+                return
+            try:
+                if requests.get(f"{self.url}/openapi.json", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not come up within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+class Stack:
+    """data provider + pixel classification + gateway (+ workers), distributed or embedded."""
+
+    def __init__(self, tmp: Path, *, project: Path, raw_file: Path, raw_path: str = "exported_data",
+                 distributed: bool, workers: int = 2, blocksize: int = 64,
+                 redis_url: str = REDIS_URL, amqp_url: str = AMQP_URL, extra: list[str] | None = None):  # fmt: skip
+        self.tmp = tmp
+        self.services: list[Service] = []
+        self.workers: list[Service] = []
+        self.queue = f"ilastik.test.{uuid.uuid4().hex[:8]}"
+        self.redis_url, self.amqp_url = redis_url, amqp_url
+        ports = [free_port() for _ in range(3)]
+        self.dataprovider_url, self.pixelclassification_url, self.gateway_url = (
+            f"http://127.0.0.1:{p}" for p in ports
+        )
+        backend = ["--redis-url", redis_url, "--amqp-url", amqp_url, "--queue", self.queue] if distributed else []
+        extra = extra or []
+        try:
+            self._start("dataprovider", ["dataproviderservice.py", "--raw-data-file", str(raw_file),
+                                         "--raw-data-path", raw_path, "--port", str(ports[0])], self.dataprovider_url)
+            self._start("pixelclassification", ["pixelclassificationservice.py", "--project", str(project),
+                                                "--dataprovider-ip", f"127.0.0.1:{ports[0]}", "--port", str(ports[1]),
+                                                "--blocksize", str(blocksize), "--clear-cache", *backend, *extra],
+                        self.pixelclassification_url)
+            self._start("gateway", ["ilastikgateway.py", "--dataprovider-ip", f"127.0.0.1:{ports[0]}",
+                                    "--pixelclassification-ip", f"127.0.0.1:{ports[1]}", "--port", str(ports[2]),
+                                    *backend, *extra], self.gateway_url)  # fmt: skip
+            if distributed:
+                for _ in range(workers):
+                    self.add_worker()
+        except Exception:
+            self.stop()
+            raise
+
+    def _start(self, name: str, argv: list[str], url: str | None) -> Service:
+        service = Service(name, argv, self.tmp, url)
+        self.services.append(service)
+        service.wait_ready()
+        return service
+
+    def add_worker(self, extra: list[str] | None = None) -> Service:
+        w = self._start(f"worker{len(self.workers)}", ["worker.py", "--redis-url", self.redis_url, "--amqp-url",
+                                                        self.amqp_url, "--queue", self.queue, *(extra or [])], None)
+        self.workers.append(w)
+        return w
+
+    def logs(self) -> str:
+        return "\n".join(f"==== {s.name}\n{s.log()}" for s in self.services)
+
+    def stop(self) -> None:
+        for s in reversed(self.services):
+            s.stop()
+        try:
+            import pika
+
+            conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+            ch = conn.channel()
+            for q in (self.queue, self.queue + ".dead"):
+                ch.queue_delete(q)
+            ch.exchange_delete(self.queue + ".dlx")
+            conn.close()
+        except Exception:  # best effort: the queues of a throwaway broker vanish with it
+            pass
