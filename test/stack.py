@@ -82,18 +82,41 @@ class Stack:
         self.queue = f"ilastik.test.{uuid.uuid4().hex[:8]}"
         self.redis_url, self.amqp_url = redis_url, amqp_url
         ports = [free_port() for _ in range(3)]
-        self.dataprovider_url, self.pixelclassification_url, self.gateway_url = (
-            f"http://127.0.0.1:{p}" for p in ports
-        )
+        self.dataprovider_url, self.pixelclassification_url, self.gateway_url = (f"http://127.0.0.1:{p}" for p in ports)
         backend = ["--redis-url", redis_url, "--amqp-url", amqp_url, "--queue", self.queue] if distributed else []
         extra = extra or []
         try:
-            self._start("dataprovider", ["dataproviderservice.py", "--raw-data-file", str(raw_file),
-                                         "--raw-data-path", raw_path, "--port", str(ports[0])], self.dataprovider_url)
-            self._start("pixelclassification", ["pixelclassificationservice.py", "--project", str(project),
-                                                "--dataprovider-ip", f"127.0.0.1:{ports[0]}", "--port", str(ports[1]),
-                                                "--blocksize", str(blocksize), "--clear-cache", *backend, *extra],
-                        self.pixelclassification_url)
+            self._start(
+                "dataprovider",
+                [
+                    "dataproviderservice.py",
+                    "--raw-data-file",
+                    str(raw_file),
+                    "--raw-data-path",
+                    raw_path,
+                    "--port",
+                    str(ports[0]),
+                ],
+                self.dataprovider_url,
+            )
+            self._start(
+                "pixelclassification",
+                [
+                    "pixelclassificationservice.py",
+                    "--project",
+                    str(project),
+                    "--dataprovider-ip",
+                    f"127.0.0.1:{ports[0]}",
+                    "--port",
+                    str(ports[1]),
+                    "--blocksize",
+                    str(blocksize),
+                    "--clear-cache",
+                    *backend,
+                    *extra,
+                ],
+                self.pixelclassification_url,
+            )
             self._start("gateway", ["ilastikgateway.py", "--dataprovider-ip", f"127.0.0.1:{ports[0]}",
                                     "--pixelclassification-ip", f"127.0.0.1:{ports[1]}", "--port", str(ports[2]),
                                     *backend, *extra], self.gateway_url)  # fmt: skip
@@ -111,8 +134,20 @@ class Stack:
         return service
 
     def add_worker(self, extra: list[str] | None = None) -> Service:
-        w = self._start(f"worker{len(self.workers)}", ["worker.py", "--redis-url", self.redis_url, "--amqp-url",
-                                                        self.amqp_url, "--queue", self.queue, *(extra or [])], None)
+        w = self._start(
+            f"worker{len(self.workers)}",
+            [
+                "worker.py",
+                "--redis-url",
+                self.redis_url,
+                "--amqp-url",
+                self.amqp_url,
+                "--queue",
+                self.queue,
+                *(extra or []),
+            ],
+            None,
+        )
         self.workers.append(w)
         return w
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian packages, the package itself) and runs them.
+# Used by README.md and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_missing=()
+for pkg in python3-vigra python3-h5py redis-server rabbitmq-server g++ docker-compose; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || apt_missing+=("$pkg")
+done
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${apt_missing[@]}"
+fi
+
+# The shared Redis and RabbitMQ the tests talk to (started here on a machine without them).
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+  rabbitmq-server -detached
+  for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+fi
+
+python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+python3 -m pip install -q -r requirements.txt
+python3 -m pip install -q --no-build-isolation -e '.[test]'
+
+ruff check .
+python3 -m pytest -q "$@"
