@@ -41,9 +41,20 @@ class BlockCache(ABC):
     @abstractmethod
     def extend_claim(self, key: str, lease_seconds: float) -> None: ...
 
-    @abstractmethod
-    def wait(self, timeout: float) -> None:
-        """Return when some result was announced, or after ``timeout`` seconds."""
+    def generation(self) -> int:
+        """A counter of announcements heard so far (read it before checking for results)."""
+        with self._cond:
+            return self._generation
+
+    def wait(self, timeout: float, seen: int) -> None:
+        """Return once an announcement arrived after ``seen`` was read, or after ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen, timeout)
+
+    def _announce(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
 
     @abstractmethod
     def keys(self, prefix: str) -> list[str]: ...
@@ -72,6 +83,7 @@ class LocalBlockCache(BlockCache):
         self._errors: dict[str, tuple[str, float]] = {}
         self._counts: dict[str, int] = {}
         self._cond = threading.Condition()
+        self._generation = 0
 
     def get_many(self, keys):
         with self._cond:
@@ -95,12 +107,14 @@ class LocalBlockCache(BlockCache):
                 self._bytes -= len(evicted)
             self._claims.pop(key, None)
             self._errors.pop(key, None)
+            self._generation += 1
             self._cond.notify_all()
 
     def put_error(self, key, message, ttl_seconds=30.0):
         with self._cond:
             self._errors[key] = (message, time.monotonic() + ttl_seconds)
             self._claims.pop(key, None)
+            self._generation += 1
             self._cond.notify_all()
 
     def get_errors(self, keys):
@@ -126,10 +140,6 @@ class LocalBlockCache(BlockCache):
         with self._cond:
             if key in self._claims:
                 self._claims[key] = time.monotonic() + lease_seconds
-
-    def wait(self, timeout):
-        with self._cond:
-            self._cond.wait(timeout)
 
     def keys(self, prefix):
         with self._cond:
@@ -166,6 +176,7 @@ class RedisBlockCache(BlockCache):
         self.retry_seconds = retry_seconds
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         self._cond = threading.Condition()
+        self._generation = 0
         self._closed = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="redis-listener", daemon=True)
         self._listener.start()
@@ -195,10 +206,8 @@ class RedisBlockCache(BlockCache):
                 pubsub.subscribe(DONE_CHANNEL)
                 delay = 0.1
                 while not self._closed.is_set():
-                    msg = pubsub.get_message(timeout=1.0)
-                    if msg is not None:
-                        with self._cond:
-                            self._cond.notify_all()
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        self._announce()
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 # Waiters poll as well, so missing announcements while reconnecting only delays them.
                 time.sleep(delay)
@@ -245,10 +254,6 @@ class RedisBlockCache(BlockCache):
 
     def extend_claim(self, key, lease_seconds):
         self._call("extend_claim", lambda r: r.pexpire(key + ":claim", int(lease_seconds * 1000)))
-
-    def wait(self, timeout):
-        with self._cond:
-            self._cond.wait(timeout)
 
     def _scan(self, prefix: str) -> list[str]:
         return [k.decode() for k in self._call("scan", lambda r: list(r.scan_iter(match=prefix + "*", count=1000)))]

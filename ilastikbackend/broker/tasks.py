@@ -32,6 +32,10 @@ class TaskQueue(ABC):
     def publish(self, task: dict) -> None:
         """Hand a task to the workers; returns once it is safely queued."""
 
+    def publish_many(self, tasks: list[dict]) -> None:
+        for task in tasks:
+            self.publish(task)
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Stop publishing."""
 
@@ -108,9 +112,17 @@ class RabbitMQTaskQueue(TaskQueue):
         self._thread.start()
 
     def publish(self, task):
-        done: Future = Future()
-        self._outbox.put((task, done))
-        done.result(timeout=self.publish_timeout)
+        self.publish_many([task])
+
+    def publish_many(self, tasks):
+        """Queue all, then wait for all confirms: one round trip's wait, not one per task."""
+        futures = []
+        for task in tasks:
+            done: Future = Future()
+            self._outbox.put((task, done))
+            futures.append(done)
+        for done in futures:
+            done.result(timeout=self.publish_timeout)
 
     def _run(self) -> None:
         import pika
@@ -204,18 +216,20 @@ class RabbitMQConsumer:
             return
         attempt = int((props.headers or {}).get("x-ilb-attempt", 1))
         outcome: dict = {}
+        finished = threading.Event()
 
         def work():
             try:
                 self.handler(task)
             except Exception as err:  # reported below, then retried or dead-lettered
                 outcome["error"] = describe(err)
+            finally:
+                finished.set()
+                conn.add_callback_threadsafe(lambda: None)  # wake the I/O loop at once
 
-        thread = threading.Thread(target=work, name="block-compute", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            conn.process_data_events(time_limit=0.2)  # heartbeats while the block computes
-            thread.join(0.01)
+        threading.Thread(target=work, name="block-compute", daemon=True).start()
+        while not finished.is_set():
+            conn.process_data_events(time_limit=1.0)  # heartbeats while the block computes
         if "error" not in outcome:
             channel.basic_ack(method.delivery_tag)
             return

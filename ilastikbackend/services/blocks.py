@@ -81,31 +81,34 @@ class BlockPredictor:
             raise ApiError(404, f"block {block_id} does not exist: block ids run from 0 to {last}",
                            num_blocks=self.blocking.num_blocks)  # fmt: skip
 
-    def _dispatch(self, block_id: int) -> None:
-        key = self.key(block_id)
-        if self.cache.claim(key, self.lease_seconds):
-            try:
-                self.tasks.publish(self.task(block_id))
-            except Exception as err:
-                log_event("publish_failed", level=30, block=block_id, error=str(err))
-                raise ApiError(503, f"could not queue block {block_id}: task queue unavailable ({err})") from err
-            log_event("block_queued", level=10, block=block_id)
+    def _dispatch(self, block_ids: list[int]) -> None:
+        """Claim what nobody computes yet and queue one task per claimed block."""
+        claimed = [b for b in block_ids if self.cache.claim(self.key(b), self.lease_seconds)]
+        if not claimed:
+            return
+        try:
+            self.tasks.publish_many([self.task(b) for b in claimed])
+        except Exception as err:
+            log_event("publish_failed", level=30, blocks=claimed[:10], error=str(err))
+            raise ApiError(503, f"could not queue blocks {claimed[:10]}: task queue unavailable ({err})") from err
+        log_event("blocks_queued", level=10, blocks=len(claimed))
 
     def blocks(self, block_ids: list[int]) -> dict[int, np.ndarray]:
         """The probabilities of the given blocks, computing each missing block exactly once."""
         start = time.monotonic()
         keys = {b: self.key(b) for b in block_ids}
         try:
+            seen = self.cache.generation()
             found = dict(zip(block_ids, self.cache.get_many([keys[b] for b in block_ids])))
             result = {b: decode_block(v) for b, v in found.items() if v is not None}
             pending = [b for b in block_ids if b not in result]
-            for b in pending:
-                self._dispatch(b)
+            self._dispatch(pending)
             while pending:
                 if time.monotonic() - start > self.timeout_seconds:
                     raise ApiError(504, f"blocks {pending[:10]} not computed within {self.timeout_seconds:.0f} s; "
                                    "are workers running?", blocks=pending[:100])  # fmt: skip
-                self.cache.wait(0.25)
+                self.cache.wait(0.25, seen)
+                seen = self.cache.generation()
                 values = self.cache.get_many([keys[b] for b in pending])
                 for b, v in zip(pending, values):
                     if v is not None:
@@ -119,10 +122,10 @@ class BlockPredictor:
                     raise ApiError(502, f"computing block {failed[0]} failed: {errors[keys[failed[0]]]}",
                                    blocks=failed)  # fmt: skip
                 # A block neither cached nor claimed lost its worker (or was evicted): claim it again.
-                for b, live in zip(pending, self.cache.claimed([keys[b] for b in pending])):
-                    if not live:
-                        log_event("block_reissued", level=30, block=b)
-                        self._dispatch(b)
+                lost = [b for b, live in zip(pending, self.cache.claimed([keys[b] for b in pending])) if not live]
+                if lost:
+                    log_event("blocks_reissued", level=30, blocks=lost[:10])
+                    self._dispatch(lost)
         except ConnectionError as err:
             raise ApiError(503, f"block cache unavailable: {err}") from err
         return result
