@@ -86,3 +86,25 @@ def project_multichannel(tmp_path_factory, oracle):
         version="1.2.0",
     )
     return path, raw
+
+
+#: What the fault-injection tests did, printed at the end of the run (see test_faults.py).
+FAULT_REPORT: list[dict] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_REPORT:
+        return
+    terminalreporter.section("fault injection")
+    totals = {"faults": 0, "requests": 0, "lost": 0, "duplicates": 0}
+    for row in FAULT_REPORT:
+        terminalreporter.write_line(
+            f"{row['test']:<44} faults={row['faults']:<3} requests={row['requests']:<4} lost={row['lost']:<2} "
+            f"duplicate computations={row['duplicates']}  {row.get('note', '')}"
+        )
+        for k in totals:
+            totals[k] += row[k]
+    terminalreporter.write_line(
+        f"{'total':<44} faults={totals['faults']:<3} requests={totals['requests']:<4} lost={totals['lost']:<2} "
+        f"duplicate computations={totals['duplicates']}"
+    )

@@ -36,10 +36,15 @@ class BlockCache(ABC):
         """Atomically take the job of computing ``key``; False if someone holds a live claim."""
 
     @abstractmethod
+    def release(self, key: str) -> None:
+        """Give up a claim without a result."""
+
+    @abstractmethod
     def claimed(self, keys: list[str]) -> list[bool]: ...
 
     @abstractmethod
-    def extend_claim(self, key: str, lease_seconds: float) -> None: ...
+    def extend_claim(self, key: str, lease_seconds: float) -> None:
+        """Renew the claim of a block being computed (re-creating it if it was lost)."""
 
     def generation(self) -> int:
         """A counter of announcements heard so far (read it before checking for results)."""
@@ -131,6 +136,10 @@ class LocalBlockCache(BlockCache):
             self._errors.pop(key, None)
             return True
 
+    def release(self, key):
+        with self._cond:
+            self._claims.pop(key, None)
+
     def claimed(self, keys):
         now = time.monotonic()
         with self._cond:
@@ -138,8 +147,7 @@ class LocalBlockCache(BlockCache):
 
     def extend_claim(self, key, lease_seconds):
         with self._cond:
-            if key in self._claims:
-                self._claims[key] = time.monotonic() + lease_seconds
+            self._claims[key] = time.monotonic() + lease_seconds
 
     def keys(self, prefix):
         with self._cond:
@@ -201,6 +209,7 @@ class RedisBlockCache(BlockCache):
 
         delay = 0.1
         while not self._closed.is_set():
+            pubsub = None
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(DONE_CHANNEL)
@@ -208,10 +217,18 @@ class RedisBlockCache(BlockCache):
                 while not self._closed.is_set():
                     if pubsub.get_message(timeout=1.0) is not None:
                         self._announce()
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
+            except (redis.RedisError, OSError, ValueError):
                 # Waiters poll as well, so missing announcements while reconnecting only delays them.
+                if self._closed.is_set():
+                    return
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except (redis.RedisError, OSError, ValueError):
+                        pass
 
     def get_many(self, keys):
         if not keys:
@@ -247,13 +264,17 @@ class RedisBlockCache(BlockCache):
     def claim(self, key, lease_seconds):
         return bool(self._call("claim", lambda r: r.set(key + ":claim", b"1", nx=True, px=int(lease_seconds * 1000))))
 
+    def release(self, key):
+        self._call("release", lambda r: r.delete(key + ":claim"))
+
     def claimed(self, keys):
         if not keys:
             return []
         return [bool(n) for n in self._call("claimed", lambda r: r.mget([k + ":claim" for k in keys]))]
 
     def extend_claim(self, key, lease_seconds):
-        self._call("extend_claim", lambda r: r.pexpire(key + ":claim", int(lease_seconds * 1000)))
+        # Set, not just extend: after a Redis restart the worker's claim must come back too.
+        self._call("extend_claim", lambda r: r.set(key + ":claim", b"1", px=int(lease_seconds * 1000)))
 
     def _scan(self, prefix: str) -> list[str]:
         return [k.decode() for k in self._call("scan", lambda r: list(r.scan_iter(match=prefix + "*", count=1000)))]
@@ -276,6 +297,7 @@ class RedisBlockCache(BlockCache):
 
     def close(self):
         self._closed.set()
+        self._listener.join(timeout=3)
         self._redis.close()
 
 

@@ -86,11 +86,22 @@ class BlockPredictor:
         claimed = [b for b in block_ids if self.cache.claim(self.key(b), self.lease_seconds)]
         if not claimed:
             return
+        # A result may have landed (and its claim gone) since the caller looked: look again under the claim.
+        landed = self.cache.get_many([self.key(b) for b in claimed])
+        for b, value in zip(claimed, landed):
+            if value is not None:
+                self.cache.release(self.key(b))
+        claimed = [b for b, value in zip(claimed, landed) if value is None]
+        if not claimed:
+            return
         try:
             self.tasks.publish_many([self.task(b) for b in claimed])
         except Exception as err:
             log_event("publish_failed", level=30, blocks=claimed[:10], error=str(err))
             raise ApiError(503, f"could not queue blocks {claimed[:10]}: task queue unavailable ({err})") from err
+        # Publishing waits while the broker is away; the lease counts from when the task is queued.
+        for b in claimed:
+            self.cache.extend_claim(self.key(b), self.lease_seconds)
         log_event("blocks_queued", level=10, blocks=len(claimed))
 
     def blocks(self, block_ids: list[int]) -> dict[int, np.ndarray]:
@@ -109,20 +120,21 @@ class BlockPredictor:
                                    "are workers running?", blocks=pending[:100])  # fmt: skip
                 self.cache.wait(0.25, seen)
                 seen = self.cache.generation()
-                values = self.cache.get_many([keys[b] for b in pending])
+                pending_keys = [keys[b] for b in pending]
+                # Claims first, then values: a result lands atomically with its claim's removal, so a
+                # block found unclaimed and then still without a value has lost its worker (or was evicted).
+                live = self.cache.claimed(pending_keys)
+                values = self.cache.get_many(pending_keys)
                 for b, v in zip(pending, values):
                     if v is not None:
                         result[b] = decode_block(v)
-                pending = [b for b in pending if b not in result]
-                if not pending:
-                    break
-                errors = self.cache.get_errors([keys[b] for b in pending])
+                errors = self.cache.get_errors([keys[b] for b in pending if b not in result])
                 if errors:
                     failed = [b for b in pending if keys[b] in errors]
                     raise ApiError(502, f"computing block {failed[0]} failed: {errors[keys[failed[0]]]}",
                                    blocks=failed)  # fmt: skip
-                # A block neither cached nor claimed lost its worker (or was evicted): claim it again.
-                lost = [b for b, live in zip(pending, self.cache.claimed([keys[b] for b in pending])) if not live]
+                lost = [b for b, alive in zip(pending, live) if not alive and b not in result]
+                pending = [b for b in pending if b not in result]
                 if lost:
                     log_event("blocks_reissued", level=30, blocks=lost[:10])
                     self._dispatch(lost)

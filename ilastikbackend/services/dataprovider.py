@@ -8,7 +8,7 @@ from ilastikbackend.data import DataSource
 from ilastikbackend.services import encoding
 from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
 from ilastikbackend.services.roi import parse_roi
-from ilastikbackend.services.web import docs_blueprint, openapi, register_error_handlers, timed
+from ilastikbackend.services.web import ApiError, docs_blueprint, openapi, register_error_handlers, timed
 
 bp = Blueprint("dataprovider", __name__)
 
@@ -25,7 +25,10 @@ def raw_roi(fmt: str):
     roi = parse_roi(request.args, info.spatial_shape, current_app.config["MAX_ROI_VOXELS"])
     has_c = info.axes.endswith("c")
     channel = encoding.parse_channel(request.args.get("channel"), info.channels)
-    data = source.read(roi.begin, roi.end)
+    try:
+        data = source.read(roi.begin, roi.end)
+    except OSError as err:  # a damaged file: say which region could not be read
+        raise ApiError(500, f"reading region {roi.query()} of the raw data failed: {err}") from err
     png, headers = (None, {})
     if fmt == "png":
         png, headers = encoding.raw_png(data, info.spatial_ndim, has_c, channel)

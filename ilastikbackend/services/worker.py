@@ -103,18 +103,34 @@ class BlockWorker:
             log_event("block_skipped", block=block, worker=self.name, reason="cached")
             return
         start = time.perf_counter()
-        clf = self.registry.get(task)
-        raw = fetch_raw(task)
-        fetched = time.perf_counter()
-        self.cache.extend_claim(key, float(task.get("lease_seconds", 120)))
-        probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
-        computed = time.perf_counter()
+        log_event("block_started", block=block, worker=self.name)
+        lease = float(task.get("lease_seconds", 120))
+        done = threading.Event()
+        renew = threading.Thread(target=self._keep_claim, args=(key, lease, done), daemon=True)
+        renew.start()
+        try:
+            clf = self.registry.get(task)
+            raw = fetch_raw(task)
+            fetched = time.perf_counter()
+            probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
+            computed = time.perf_counter()
+        finally:
+            done.set()
         self.cache.put(key, encode_block(probs))
         self.cache.count_computation(key)
         log_event(
             "block_done", block=block, worker=self.name, shape="x".join(map(str, probs.shape[:-1])),
             fetch_seconds=fetched - start, compute_seconds=computed - fetched, seconds=time.perf_counter() - start,
         )  # fmt: skip
+
+    def _keep_claim(self, key: str, lease: float, done: threading.Event) -> None:
+        """Renew the block's lease while it computes, so slow blocks are not issued twice."""
+        self.cache.extend_claim(key, lease)
+        while not done.wait(lease / 3):
+            try:
+                self.cache.extend_claim(key, lease)
+            except ConnectionError:
+                pass  # the cache is away; the result's put will wait for it
 
     def fail(self, task: dict, message: str) -> None:
         self.cache.put_error(task["key"], f"block {task['block_id']}: {message}")
