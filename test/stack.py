@@ -75,7 +75,8 @@ class Stack:
 
     def __init__(self, tmp: Path, *, project: Path, raw_file: Path, raw_path: str = "exported_data",
                  distributed: bool, workers: int = 2, blocksize: int = 64,
-                 redis_url: str = REDIS_URL, amqp_url: str = AMQP_URL, extra: list[str] | None = None):  # fmt: skip
+                 redis_url: str = REDIS_URL, amqp_url: str = AMQP_URL, extra: list[str] | None = None,
+                 dataprovider_extra: list[str] | None = None):  # fmt: skip
         self.tmp = tmp
         self.services: list[Service] = []
         self.workers: list[Service] = []
@@ -96,6 +97,7 @@ class Stack:
                     raw_path,
                     "--port",
                     str(ports[0]),
+                    *(dataprovider_extra or []),
                 ],
                 self.dataprovider_url,
             )

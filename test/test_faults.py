@@ -84,7 +84,12 @@ class LogWatch:
 
 
 def fresh(stack: Stack, redis_server: ThrowawayRedis, workers: int = 2) -> None:
-    """Empty cache, dead workers replaced."""
+    """Empty cache and task queue, dead workers replaced."""
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+    conn.channel().queue_purge(stack.queue)
+    conn.close()
     redis_server.client().flushall()
     stack.workers = [w for w in stack.workers if w.proc.poll() is None]
     while len(stack.workers) < workers:
@@ -207,7 +212,7 @@ def test_lru_bound_evicts_and_blocks_are_recomputed(fault_stack, brokers, volume
     client = redis_server.client()
     used = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory-policy", "allkeys-lru")
-    client.config_set("maxmemory", used + 5 * (1 << 20))  # room for about one 3 MB block
+    client.config_set("maxmemory", used + 8 * (1 << 20))  # room for two of the four 3 MB blocks
     watch = LogWatch(fault_stack.workers)
     try:
         results = [requests.get(f"{fault_stack.gateway_url}/prediction/npy/roi?{WHOLE}", timeout=300) for _ in range(3)]

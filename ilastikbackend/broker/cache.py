@@ -197,9 +197,11 @@ class RedisBlockCache(BlockCache):
         while True:
             try:
                 return fn(self._redis)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.OutOfMemoryError) as err:
+                # OutOfMemoryError: over maxmemory with nothing evictable right now (e.g. large replies
+                # still buffered for readers); memory frees up as they drain.
                 if time.monotonic() > deadline:
-                    raise ConnectionError(f"Redis at {self.url} unreachable during {what}: {err}") from err
+                    raise ConnectionError(f"Redis at {self.url} unavailable during {what}: {err}") from err
                 log_event("redis_retry", level=30, operation=what, error=type(err).__name__, delay=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -160,7 +160,10 @@ SPEC = openapi(
             }
         },
         "/prediction/numclasses": simple_get("number of classes (label channels)", text("a number")),
-        "/prediction/cachedblockids": simple_get("ids of the blocks in the cache", json_response("list of ids")),
+        "/prediction/cachedblockids": simple_get(
+            "ids of the blocks in the cache",
+            json_response("list of ids", {"type": "array", "items": {"type": "integer", "minimum": 0}}),
+        ),
         "/prediction/info": simple_get("blocking, project and dataset identity, label names and colours",
                                        json_response("prediction setup")),
         "/project/ilp": simple_get("the .ilp file being served (workers download it)",

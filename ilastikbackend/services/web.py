@@ -65,7 +65,11 @@ def register_error_handlers(app: Flask) -> None:
         message = err.description or err.name
         if err.code == 404:
             message = f"no such endpoint: {request.path} (see /doc)"
-        return jsonify({"error": message, "status": err.code}), err.code
+        response = jsonify({"error": message, "status": err.code})
+        for name, value in err.get_headers():  # e.g. Allow on 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, err.code
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
