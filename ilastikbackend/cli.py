@@ -102,8 +102,14 @@ def _load(args):
 
 
 def _raw_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--raw-data-file", required=True, help="HDF5 file with the raw data")
-    p.add_argument("--raw-data-path", required=True, help="dataset inside the HDF5 file, e.g. exported_data")
+    p.add_argument(
+        "--raw-data-file",
+        required=True,
+        help="the raw data: an HDF5 file, a TIFF file, a folder of TIFF slices, a .zarr or .n5 folder",
+    )
+    p.add_argument(
+        "--raw-data-path", default=None, help="dataset inside an HDF5, Zarr or N5 container, e.g. exported_data"
+    )
     p.add_argument(
         "--raw-data-axes",
         default=None,
