@@ -63,6 +63,12 @@ def _backend(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _export_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--export-dir", default=None, help="where export jobs write their files (default: a new temporary folder)"
+    )
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -241,13 +247,15 @@ def gateway_main(argv=None) -> None:
     )
     _common(p, 8080)
     _backend(p)
+    _export_dir(p)
     args = p.parse_args(argv)
     configure_logging(args.verbose)
     from ilastikbackend.services.gateway import GatewayState, create_app
 
     cache, tasks = _make_backend(args)
     state = GatewayState(base_url(args.dataprovider_ip), base_url(args.pixelclassification_ip), cache, tasks,
-                         lease_seconds=args.lease_seconds, timeout_seconds=args.timeout_seconds)  # fmt: skip
+                         lease_seconds=args.lease_seconds, timeout_seconds=args.timeout_seconds,
+                         export_dir=args.export_dir)  # fmt: skip
     _run([_make_server(create_app(state, max_roi_voxels=args.max_roi_voxels), args)])
 
 
@@ -305,6 +313,7 @@ def serve_main(argv=None, *, prog: str = "ilastikbackend serve") -> None:
     p.add_argument("--max-roi-voxels", type=int, default=1 << 26)
     p.add_argument("--verbose", action="store_true")
     _backend(p)
+    _export_dir(p)
     args = p.parse_args(argv)
     return _serve_all(args)
 
@@ -329,7 +338,8 @@ def _serve_all(args, on_ready=None):
     servers.append(_make_server(_pixelclassification_app(args, project, classifier, cache, tasks, info), args))
     args.port = args.gateway_port
     state = gateway.GatewayState(dp_url, pc_url, cache, tasks, lease_seconds=args.lease_seconds,
-                                 timeout_seconds=args.timeout_seconds)  # fmt: skip
+                                 timeout_seconds=args.timeout_seconds,
+                                 export_dir=getattr(args, "export_dir", None))  # fmt: skip
     servers.append(_make_server(gateway.create_app(state, max_roi_voxels=args.max_roi_voxels), args))
     if on_ready is not None:
         threading.Thread(target=on_ready, args=(args,), daemon=True).start()
@@ -386,8 +396,74 @@ def demo_main(argv=None) -> None:
     _serve_all(args, on_ready=show)
 
 
+def export_main(argv=None) -> None:
+    """Predict a whole dataset (or a region) through a gateway into an HDF5 file or a Zarr folder."""
+    p = argparse.ArgumentParser(prog="ilastikbackend export", description=export_main.__doc__)
+    p.add_argument("--gateway", default="127.0.0.1:8080", help="gateway host:port or URL (default 127.0.0.1:8080)")
+    p.add_argument("--output", required=True, help="an .h5 file or a .zarr folder")
+    p.add_argument("--format", choices=("hdf5", "zarr"), default=None, help="default: from the output's extension")
+    p.add_argument("--extents-min", default=None, help="region start, e.g. 0_0 (default: the whole dataset)")
+    p.add_argument("--extents-max", default=None, help="region end (exclusive), e.g. 100_150")
+    p.add_argument("--parallel", type=int, default=8, help="blocks requested at once (default 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    import io
+
+    import numpy as np
+    import requests
+
+    from ilastikbackend.core import Blocking
+    from ilastikbackend.services.export import OutputWriter, ProgressBar, plan, run_export
+    from ilastikbackend.services.roi import Roi, parse_roi
+    from ilastikbackend.services.web import ApiError
+
+    url = base_url(args.gateway)
+    fmt = args.format or ("zarr" if args.output.rstrip("/").endswith(".zarr") else "hdf5")
+    try:
+        info = requests.get(f"{url}/prediction/info", timeout=30)
+        info.raise_for_status()
+        info = info.json()
+    except (requests.RequestException, ValueError) as err:
+        _fail(f"cannot reach the gateway at {url}: {err}")
+    shape = tuple(info["dataset_shape"])
+    try:
+        if args.extents_min or args.extents_max:
+            roi = parse_roi({"extents_min": args.extents_min, "extents_max": args.extents_max}, shape)
+        else:
+            roi = Roi(tuple(0 for _ in shape), shape)
+    except ApiError as err:
+        _fail(err.message)
+    blocking = Blocking(list(shape), list(info["block_shape"]))
+    parts = plan(blocking, roi)
+    session = requests.Session()
+
+    def fetch(block_id, lo, hi):
+        q = f"extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
+        r = session.get(f"{url}/prediction/npy/roi?{q}", timeout=3600)
+        if r.status_code != 200:
+            raise RuntimeError(f"block {block_id}: gateway answered {r.status_code}: {r.text[:300]}")
+        return np.load(io.BytesIO(r.content))
+
+    classes = int(info["num_classes"])
+    axes = ("zyx" if len(shape) == 3 else "yx") + "c"
+    writer = OutputWriter(args.output, fmt, roi.shape + (classes,), tuple(info["block_shape"]) + (classes,), axes)
+    start = time.monotonic()
+    progress = None if args.quiet else ProgressBar(roi.size, f"export {len(parts)} blocks")
+    try:
+        run_export(parts, fetch, writer, roi, parallel=args.parallel, progress=progress)
+    except (RuntimeError, requests.RequestException) as err:
+        _fail(f"export failed: {err}")
+    finally:
+        writer.close()
+    seconds = time.monotonic() - start
+    where = f"{args.output}:exported_data" if fmt == "hdf5" else args.output
+    print(f"wrote {where} {roi.shape + (classes,)} float32 ({axes}) in {seconds:.1f} s, "
+          f"{roi.size / seconds / 1e6:.2f} Mvoxel/s")  # fmt: skip
+
+
 COMMANDS = {
-    "serve": serve_main, "demo": demo_main, "dataprovider": dataprovider_main,
+    "serve": serve_main,
+    "export": export_main, "demo": demo_main, "dataprovider": dataprovider_main,
     "pixelclassification": pixelclassification_main, "gateway": gateway_main, "worker": worker_main,
 }  # fmt: skip
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_missing=()
-for pkg in python3-vigra python3-h5py redis-server rabbitmq-server g++ docker-compose; do
+for pkg in python3-vigra python3-h5py redis-server rabbitmq-server g++ docker-compose chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_missing+=("$pkg")
 done
 if [ ${#apt_missing[@]} -gt 0 ]; then

@@ -3,20 +3,40 @@ predictions are assembled from cached or freshly computed blocks."""
 
 from __future__ import annotations
 
+import os
 import threading
 
+import numpy as np
 import requests
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.broker import BlockCache, TaskQueue
-from ilastikbackend.services import encoding
+from ilastikbackend.services import encoding, neuroglancer
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
-from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
+from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
+from ilastikbackend.services.openapi_parts import ROI_PARAMETERS, json_response, roi_operation, simple_get, text
 from ilastikbackend.services.pixelclassification import prediction_response
-from ilastikbackend.services.roi import parse_roi
-from ilastikbackend.services.web import ApiError, docs_blueprint, log_event, openapi, register_error_handlers, timed
+from ilastikbackend.services.roi import Roi, parse_roi
+from ilastikbackend.services.web import (
+    ApiError,
+    docs_blueprint,
+    error_responses,
+    log_event,
+    openapi,
+    register_error_handlers,
+    timed,
+)  # fmt: skip
 
 bp = Blueprint("gateway", __name__)
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+NG_KEY = {"name": "key", "in": "path", "required": True, "description": "source key (see /neuroglancer)",
+          "schema": {"type": "string"}}  # fmt: skip
+NG_LAYER = {
+    "name": "layer",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["raw", "prediction"]},
+}
 _PASSED_HEADERS = ("Content-Type", "Content-Disposition", "X-Shape", "X-Dtype", "X-Axes", "X-Dataset-Id",
                    "X-Display-Range")  # fmt: skip
 
@@ -26,7 +46,8 @@ class GatewayState:
     service has told us its setup (it may start after the gateway)."""
 
     def __init__(self, dataprovider_url: str, pixelclassification_url: str, cache: BlockCache, tasks: TaskQueue,
-                 *, lease_seconds: float = 120.0, timeout_seconds: float = 600.0):  # fmt: skip
+                 *, lease_seconds: float = 120.0, timeout_seconds: float = 600.0,
+                 export_dir: str | None = None):  # fmt: skip
         self.dataprovider_url = dataprovider_url
         self.pixelclassification_url = pixelclassification_url
         self.cache = cache
@@ -36,7 +57,30 @@ class GatewayState:
         self._predictor: BlockPredictor | None = None
         self._info: dict | None = None
         self._lock = threading.Lock()
+        self._dataset: dict | None = None
         self.session = requests.Session()
+        self.exports = ExportJobs(export_dir)
+
+    def dataset(self) -> dict:
+        """The data provider's /info (dtype, channels, axes), asked once."""
+        if self._dataset is None:
+            try:
+                r = self.session.get(f"{self.dataprovider_url}/info", timeout=10)
+                r.raise_for_status()
+                self._dataset = r.json()
+            except (requests.RequestException, ValueError) as err:
+                raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
+        return self._dataset
+
+    def raw_region(self, roi: Roi) -> np.ndarray:
+        try:
+            r = self.session.get(f"{self.dataprovider_url}/raw/raw/roi?{roi.query()}", timeout=120)
+        except requests.RequestException as err:
+            raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
+        if r.status_code != 200:
+            raise ApiError(502, f"data provider answered {r.status_code}: {r.text[:200]}")
+        shape = tuple(int(s) for s in r.headers["X-Shape"].split("_"))
+        return np.frombuffer(r.content, dtype=np.dtype(r.headers["X-Dtype"])).reshape(shape)
 
     def predictor(self) -> tuple[BlockPredictor, dict]:
         with self._lock:
@@ -106,6 +150,76 @@ def prediction_info():
     return jsonify(info)
 
 
+@bp.get("/viewer")
+def viewer():
+    """The browser viewer (one self-contained page; it reads tiles from this gateway)."""
+    page = os.path.join(os.path.dirname(__file__), "static", "viewer.html")
+    return send_file(page, mimetype="text/html", max_age=0)
+
+
+@bp.post("/export")
+def export_start():
+    """Start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr."""
+    state = _state()
+    predictor, _ = state.predictor()
+    fmt = request.args.get("format", "hdf5")
+    if fmt not in EXPORT_FORMATS:
+        raise ApiError(400, f"export format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'")
+    shape = predictor.setup.dataset_shape
+    if "extents_min" in request.args or "extents_max" in request.args:
+        roi = parse_roi(request.args, shape)
+    else:
+        roi = Roi(tuple(0 for _ in shape), tuple(shape))
+    axes = "zyx" if len(shape) == 3 else "yx"
+    job = state.exports.start(predictor, fmt, roi, predictor.setup.num_classes, axes)
+    return jsonify({**job.status(), "status_url": f"/export/{job.id}"}), 202
+
+
+@bp.get("/export")
+def export_list():
+    return jsonify([job.status() for job in _state().exports.all()])
+
+
+def _job(job_id: str):
+    job = _state().exports.get(job_id)
+    if job is None:
+        raise ApiError(404, f"no export job '{job_id}'")
+    return job
+
+
+@bp.get("/export/<job_id>")
+def export_status(job_id: str):
+    return jsonify(_job(job_id).status())
+
+
+@bp.delete("/export/<job_id>")
+def export_cancel(job_id: str):
+    """Cancel a running export, or delete a finished one and its file."""
+    job = _job(job_id)
+    _state().exports.remove(job_id)
+    return jsonify({**job.status(), "removed": True})
+
+
+@bp.get("/export/<job_id>/result")
+def export_result(job_id: str):
+    job = _job(job_id)
+    if job.state != "done":
+        raise ApiError(409, f"export {job_id} is {job.state}, not done", state=job.state)
+    if job.fmt == "hdf5":
+        return send_file(job.path, mimetype="application/x-hdf5", as_attachment=True, download_name=f"{job_id}.h5")
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for root, _, files in os.walk(job.path):
+            for name in files:
+                full = os.path.join(root, name)
+                zf.write(full, os.path.join(f"{job_id}.zarr", os.path.relpath(full, job.path)))
+    return Response(buf.getvalue(), mimetype="application/zip",
+                    headers={"Content-Disposition": f"attachment; filename={job_id}.zarr.zip"})  # fmt: skip
+
+
 SPEC = openapi(
     "ilastik gateway",
     "What clients talk to: raw data and ilastik pixel classification predictions of any region. "
@@ -121,6 +235,51 @@ SPEC = openapi(
             400, 413, 502, 503, 504, example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
         ),
         "/prediction/info/numclasses": simple_get("number of classes", text("a number"), 503),
+        "/export": {
+            "post": {
+                "summary": "start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr",
+                "parameters": [
+                    {"name": "format", "in": "query", "required": False, "description": "hdf5 (default) or zarr",
+                     "schema": {"type": "string", "enum": ["hdf5", "zarr"]}},
+                    {**ROI_PARAMETERS[0], "required": False}, {**ROI_PARAMETERS[1], "required": False},
+                ],
+                "responses": {"202": json_response("the job's status; poll /export/{job_id}"),
+                              **error_responses(400, 503)},
+            },
+            "get": {"summary": "all export jobs", "responses": {"200": json_response("job list", {"type": "array"})}},
+        },
+        "/export/{job_id}": {
+            "get": {"summary": "progress of an export job", "parameters": [JOB_ID],
+                    "responses": {"200": json_response("job status"), **error_responses(404)}},
+            "delete": {"summary": "cancel a running export, or delete a finished one and its file",
+                       "parameters": [JOB_ID], "responses": {"200": json_response("job status"),
+                                                             **error_responses(404)}},
+        },
+        "/export/{job_id}/result": {
+            "get": {"summary": "the exported file (HDF5) or a zip of the Zarr folder", "parameters": [JOB_ID],
+                    "responses": {"200": {"description": "the export",
+                                          "content": {"application/x-hdf5": {}, "application/zip": {}}},
+                                  **error_responses(404, 409)}},
+        },
+        "/neuroglancer": simple_get("neuroglancer precomputed sources of raw data and predictions, and a link",
+                                    json_response("sources"), 503),
+        "/neuroglancer/{key}/{layer}/info": {
+            "get": {"summary": "precomputed info of a source", "parameters": [NG_KEY, NG_LAYER],
+                    "responses": {"200": json_response("precomputed info"), **error_responses(404, 503)}},
+        },
+        "/neuroglancer/{key}/{layer}/{scale}/{chunk}": {
+            "get": {"summary": "one chunk, raw encoding (x fastest, little endian)",
+                    "parameters": [NG_KEY, NG_LAYER,
+                                   {"name": "scale", "in": "path", "required": True, "schema": {"type": "string"}},
+                                   {"name": "chunk", "in": "path", "required": True,
+                                    "description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd",
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "chunk bytes",
+                                          "content": {"application/octet-stream": {}}},
+                                  **error_responses(400, 404, 502, 503, 504)}},
+        },
+        "/viewer": {"get": {"summary": "a browser viewer: slices of the raw data with the prediction overlay",
+                            "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}}}},
         "/prediction/info": simple_get("blocking, project and dataset identity, label names and colours",
                                        json_response("prediction setup"), 503),
     },
@@ -131,6 +290,7 @@ def create_app(state: GatewayState, *, max_roi_voxels: int = 1 << 26) -> Flask:
     app = Flask("gateway")
     app.config.update(STATE=state, MAX_ROI_VOXELS=max_roi_voxels)
     app.register_blueprint(bp)
+    app.register_blueprint(neuroglancer.bp)
     app.register_blueprint(docs_blueprint(SPEC))
     register_error_handlers(app)
     timed(app)

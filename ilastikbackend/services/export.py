@@ -1,0 +1,239 @@
+"""Batch export: a whole dataset (or a region) predicted block by block into HDF5 or Zarr.
+
+The same loop serves the command line (blocks fetched from a gateway over HTTP, with a
+progress bar) and the gateway's export jobs (blocks from its own predictor, with progress
+and cancel). Either way the blocks are computed by the worker pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ilastikbackend.services.encoding import axistags
+from ilastikbackend.services.roi import Roi
+
+EXPORT_FORMATS = ("hdf5", "zarr")
+
+
+class ExportCancelled(Exception):
+    pass
+
+
+class OutputWriter:
+    """A float32 (*roi.shape, classes) array in HDF5 (dataset 'exported_data') or Zarr v2, chunked like the blocks."""
+
+    def __init__(self, path: str, fmt: str, shape: tuple[int, ...], chunks: tuple[int, ...], axes: str):
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"export format must be one of {EXPORT_FORMATS}, not {fmt!r}")
+        self.path, self.fmt = path, fmt
+        chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
+        if fmt == "hdf5":
+            import h5py
+
+            self._file = h5py.File(path, "w")
+            self._ds = self._file.create_dataset("exported_data", shape=shape, dtype="float32", chunks=chunks)
+            self._ds.attrs["axistags"] = axistags(axes)
+            self._lock = threading.Lock()
+        else:
+            import tensorstore as ts
+
+            if os.path.exists(path):
+                shutil.rmtree(path)
+            self._store = ts.open({
+                "driver": "zarr", "kvstore": {"driver": "file", "path": path.rstrip("/") + "/"},
+                "metadata": {"shape": list(shape), "chunks": list(chunks), "dtype": "<f4",
+                             "compressor": {"id": "zlib", "level": 1}},
+            }, create=True, delete_existing=True).result()  # fmt: skip
+            with open(os.path.join(path, ".zattrs"), "w") as fh:
+                json.dump({"axes": list(axes)}, fh)
+
+    def write(self, begin: tuple[int, ...], data: np.ndarray) -> None:
+        index = tuple(slice(b, b + n) for b, n in zip(begin, data.shape))
+        if self.fmt == "hdf5":
+            with self._lock:  # h5py is not thread-safe
+                self._ds[index] = data
+        else:
+            self._store[index].write(data).result()
+
+    def close(self) -> None:
+        if self.fmt == "hdf5":
+            self._file.close()
+
+
+def plan(blocking, roi: Roi) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
+    """Blocks covering ``roi``: (block id, part begin, part end) of the block inside the region."""
+    out = []
+    for b in blocking.blocks_in_roi(list(roi.begin), list(roi.end)):
+        lo, hi = blocking.block_bounds(b)
+        out.append((b, tuple(max(x, r) for x, r in zip(lo, roi.begin)), tuple(min(x, r) for x, r in zip(hi, roi.end))))
+    return out
+
+
+def run_export(
+    parts: list[tuple[int, tuple[int, ...], tuple[int, ...]]],
+    fetch: Callable[[int, tuple[int, ...], tuple[int, ...]], np.ndarray],
+    writer: OutputWriter,
+    roi: Roi,
+    *,
+    parallel: int,
+    progress: Callable[[int, int], None] | None = None,
+    cancelled: threading.Event | None = None,
+) -> None:
+    """Fetch every part (``parallel`` at a time) and write it; raises ExportCancelled when asked to stop."""
+    done = 0
+    total = len(parts)
+
+    def one(part):
+        if cancelled is not None and cancelled.is_set():
+            raise ExportCancelled()
+        b, lo, hi = part
+        data = fetch(b, lo, hi)
+        writer.write(tuple(x - r for x, r in zip(lo, roi.begin)), data)
+
+    with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="export") as pool:
+        futures = [pool.submit(one, p) for p in parts]
+        try:
+            for f in futures:
+                f.result()
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: blocks, voxels/s, time left."""
+
+    def __init__(self, total_voxels: int, label: str = "export", stream=sys.stderr):
+        self.total_voxels = total_voxels
+        self.label = label
+        self.stream = stream
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        fraction = done / total
+        rate = self.total_voxels * fraction / elapsed
+        left = elapsed * (1 - fraction) / fraction if fraction > 0 else 0
+        bar = "#" * int(30 * fraction)
+        self.stream.write(f"\r{self.label} [{bar:<30}] {done}/{total} blocks  {rate / 1e6:6.2f} Mvoxel/s  "
+                          f"{left:5.0f} s left")  # fmt: skip
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+class ExportJob:
+    """One export running in the gateway."""
+
+    def __init__(self, directory: str, fmt: str, roi: Roi, num_classes: int, spatial_axes: str):
+        self.id = uuid.uuid4().hex[:12]
+        self.fmt = fmt
+        self.roi = roi
+        self.path = os.path.join(directory, f"{self.id}.{'h5' if fmt == 'hdf5' else 'zarr'}")
+        self.num_classes = num_classes
+        self.axes = spatial_axes + "c"
+        self.state = "queued"
+        self.done = 0
+        self.total = 0
+        self.error = ""
+        self.started = time.time()
+        self.finished: float | None = None
+        self.cancel = threading.Event()
+
+    def status(self) -> dict:
+        return {
+            "id": self.id, "state": self.state, "format": self.fmt, "done_blocks": self.done,
+            "total_blocks": self.total, "progress": self.done / self.total if self.total else 0.0,
+            "extents_min": list(self.roi.begin), "extents_max": list(self.roi.end), "error": self.error,
+            "seconds": (self.finished or time.time()) - self.started,
+        }  # fmt: skip
+
+    def run(self, predictor, parallel: int) -> None:
+        parts = plan(predictor.blocking, self.roi)
+        self.total = len(parts)
+        self.state = "running"
+        try:
+            writer = OutputWriter(self.path, self.fmt, self.roi.shape + (self.num_classes,),
+                                  tuple(predictor.setup.block_shape) + (self.num_classes,), self.axes)  # fmt: skip
+        except (OSError, ValueError) as err:
+            self.state, self.error, self.finished = "failed", f"cannot create {self.path}: {err}", time.time()
+            return
+
+        def fetch(b, lo, hi):
+            block = predictor.blocks([b])[b]
+            blo, _ = predictor.blocking.block_bounds(b)
+            return block[tuple(slice(x - o, y - o) for x, y, o in zip(lo, hi, blo))]
+
+        def progress(done, total):
+            self.done = done
+
+        try:
+            run_export(parts, fetch, writer, self.roi, parallel=parallel, progress=progress, cancelled=self.cancel)
+            self.state = "done"
+        except ExportCancelled:
+            self.state = "cancelled"
+        except Exception as err:  # reported in the job's status
+            self.state = "failed"
+            self.error = str(getattr(err, "message", err))
+        finally:
+            writer.close()
+            self.finished = time.time()
+            if self.state == "cancelled":
+                _remove(self.path)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+class ExportJobs:
+    """The gateway's export jobs: started in threads, kept until deleted."""
+
+    def __init__(self, directory: str | None = None, parallel: int = 8):
+        import tempfile
+
+        self.directory = directory or tempfile.mkdtemp(prefix="ilastikbackend-exports-")
+        os.makedirs(self.directory, exist_ok=True)
+        self.parallel = parallel
+        self.jobs: dict[str, ExportJob] = {}
+        self._lock = threading.Lock()
+
+    def start(self, predictor, fmt: str, roi: Roi, num_classes: int, spatial_axes: str) -> ExportJob:
+        job = ExportJob(self.directory, fmt, roi, num_classes, spatial_axes)
+        with self._lock:
+            self.jobs[job.id] = job
+        threading.Thread(target=job.run, args=(predictor, self.parallel), daemon=True, name=f"export-{job.id}").start()
+        return job
+
+    def get(self, job_id: str) -> ExportJob | None:
+        with self._lock:
+            return self.jobs.get(job_id)
+
+    def remove(self, job_id: str) -> None:
+        with self._lock:
+            job = self.jobs.pop(job_id, None)
+        if job is not None:
+            job.cancel.set()
+            if job.state != "running":
+                _remove(job.path)
+
+    def all(self) -> Iterable[ExportJob]:
+        with self._lock:
+            return list(self.jobs.values())
