@@ -106,12 +106,16 @@ class BlockPredictor:
 
     def blocks(self, block_ids: list[int]) -> dict[int, np.ndarray]:
         """The probabilities of the given blocks, computing each missing block exactly once."""
+        return {b: decode_block(v) for b, v in self.encoded_blocks(block_ids).items()}
+
+    def encoded_blocks(self, block_ids: list[int]) -> dict[int, bytes]:
+        """The blocks as stored (.npy bytes of float32 (*block, classes)), computing each missing one once."""
         start = time.monotonic()
         keys = {b: self.key(b) for b in block_ids}
         try:
             seen = self.cache.generation()
             found = dict(zip(block_ids, self.cache.get_many([keys[b] for b in block_ids])))
-            result = {b: decode_block(v) for b, v in found.items() if v is not None}
+            result = {b: v for b, v in found.items() if v is not None}
             pending = [b for b in block_ids if b not in result]
             self._dispatch(pending)
             while pending:
@@ -127,7 +131,7 @@ class BlockPredictor:
                 values = self.cache.get_many(pending_keys)
                 for b, v in zip(pending, values):
                     if v is not None:
-                        result[b] = decode_block(v)
+                        result[b] = v
                 errors = self.cache.get_errors([keys[b] for b in pending if b not in result])
                 if errors:
                     failed = [b for b in pending if keys[b] in errors]
@@ -141,6 +145,12 @@ class BlockPredictor:
         except ConnectionError as err:
             raise ApiError(503, f"block cache unavailable: {err}") from err
         return result
+
+    def whole_block(self, roi: Roi) -> int | None:
+        """The id of the block that ``roi`` is exactly, if it is one."""
+        b = self.blocking.block_of_coordinate(list(roi.begin))
+        lo, hi = self.blocking.block_bounds(b)
+        return b if tuple(lo) == roi.begin and tuple(hi) == roi.end else None
 
     def roi(self, roi: Roi) -> np.ndarray:
         """Stitch and crop the probabilities of a region, shape ``(*roi.shape, num_classes)``."""

@@ -71,6 +71,13 @@ def prediction_response(predictor: BlockPredictor, fmt: str, roi: Roi, colors, f
     encoding.check_format(fmt)
     setup = predictor.setup
     channel = encoding.parse_channel(request.args.get("channel"), setup.num_classes)
+    block = predictor.whole_block(roi) if fmt == "npy" else None
+    if block is not None:  # exactly one block as .npy: its stored bytes are the answer (exports ask for these)
+        body = predictor.encoded_blocks([block])[block]
+        axes = ("zyx" if len(setup.dataset_shape) == 3 else "yx") + "c"
+        return Response(body, mimetype=encoding.MIMETYPES["npy"], headers={
+            "X-Shape": "_".join(map(str, roi.shape + (setup.num_classes,))), "X-Dtype": "float32", "X-Axes": axes,
+            "Content-Disposition": f"inline; filename={filename}.npy"})  # fmt: skip
     probs = predictor.roi(roi)
     spatial = len(setup.dataset_shape)
     axes = ("zyx" if spatial == 3 else "yx") + "c"

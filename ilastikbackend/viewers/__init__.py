@@ -1,0 +1,1 @@
+"""Clients that look at the services: the volumina data source (the browser viewer is served by the gateway)."""
