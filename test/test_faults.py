@@ -115,9 +115,7 @@ def in_background(url: str) -> tuple[threading.Thread, dict]:
 
 
 def setup_of(stack: Stack) -> PredictionSetup:
-    info = requests.get(f"{stack.pixelclassification_url}/prediction/info").json()
-    fields = PredictionSetup.__dataclass_fields__
-    return PredictionSetup(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.items() if k in fields})
+    return PredictionSetup.from_info(requests.get(f"{stack.pixelclassification_url}/prediction/info").json())
 
 
 def report(test: str, *, faults: int, requests: int, lost: int, counts: dict[str, int], note: str = "") -> None:

@@ -46,6 +46,12 @@ class PredictionSetup:
     num_classes: int
     structure_tensor: str = "vigra"
 
+    @classmethod
+    def from_info(cls, info: dict) -> PredictionSetup:
+        """From the pixel classification service's ``/prediction/info`` JSON."""
+        fields = cls.__dataclass_fields__
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in info.items() if k in fields})
+
     @property
     def key_prefix(self) -> str:
         shape = "x".join(map(str, self.block_shape))

@@ -8,7 +8,7 @@ from ilastikbackend.data import DataSource
 from ilastikbackend.services import encoding
 from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
 from ilastikbackend.services.roi import parse_roi
-from ilastikbackend.services.web import ApiError, docs_blueprint, openapi, register_error_handlers, timed
+from ilastikbackend.services.web import ApiError, make_app, openapi
 
 bp = Blueprint("dataprovider", __name__)
 
@@ -76,10 +76,4 @@ SPEC = openapi(
 
 def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28) -> Flask:
     """The data provider serving ``source``, and nothing else."""
-    app = Flask("dataprovider")
-    app.config.update(SOURCE=source, MAX_ROI_VOXELS=max_roi_voxels)
-    app.register_blueprint(bp)
-    app.register_blueprint(docs_blueprint(SPEC))
-    register_error_handlers(app)
-    timed(app)
-    return app
+    return make_app("dataprovider", [bp], SPEC, SOURCE=source, MAX_ROI_VOXELS=max_roi_voxels)

@@ -17,15 +17,7 @@ from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
 from ilastikbackend.services.openapi_parts import ROI_PARAMETERS, json_response, roi_operation, simple_get, text
 from ilastikbackend.services.pixelclassification import prediction_response
 from ilastikbackend.services.roi import Roi, parse_roi
-from ilastikbackend.services.web import (
-    ApiError,
-    docs_blueprint,
-    error_responses,
-    log_event,
-    openapi,
-    register_error_handlers,
-    timed,
-)  # fmt: skip
+from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi
 
 bp = Blueprint("gateway", __name__)
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -92,9 +84,7 @@ class GatewayState:
                     info = r.json()
                 except (requests.RequestException, ValueError) as err:
                     raise ApiError(503, f"pixel classification service unreachable at {url}: {err}") from err
-                fields = PredictionSetup.__dataclass_fields__
-                setup = PredictionSetup(**{k: tuple(v) if isinstance(v, list) else v
-                                           for k, v in info.items() if k in fields})  # fmt: skip
+                setup = PredictionSetup.from_info(info)
                 self._predictor = BlockPredictor(setup, self.cache, self.tasks, lease_seconds=self.lease_seconds,
                                                  timeout_seconds=self.timeout_seconds)  # fmt: skip
                 self._info = info
@@ -287,11 +277,4 @@ SPEC = openapi(
 
 
 def create_app(state: GatewayState, *, max_roi_voxels: int = 1 << 26) -> Flask:
-    app = Flask("gateway")
-    app.config.update(STATE=state, MAX_ROI_VOXELS=max_roi_voxels)
-    app.register_blueprint(bp)
-    app.register_blueprint(neuroglancer.bp)
-    app.register_blueprint(docs_blueprint(SPEC))
-    register_error_handlers(app)
-    timed(app)
-    return app
+    return make_app("gateway", [bp, neuroglancer.bp], SPEC, STATE=state, MAX_ROI_VOXELS=max_roi_voxels)

@@ -13,15 +13,7 @@ from ilastikbackend.services import encoding
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
 from ilastikbackend.services.roi import Roi, parse_roi
-from ilastikbackend.services.web import (
-    ApiError,
-    docs_blueprint,
-    error_responses,
-    log_event,
-    openapi,
-    register_error_handlers,
-    timed,
-)  # fmt: skip
+from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi
 
 bp = Blueprint("pixelclassification", __name__)
 
@@ -180,11 +172,5 @@ SPEC = openapi(
 
 
 def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_roi_voxels: int = 1 << 26) -> Flask:
-    app = Flask("pixelclassification")
-    app.config.update(PROJECT=classifier.project, CLASSIFIER=classifier, PREDICTOR=predictor,
-                      MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip
-    app.register_blueprint(bp)
-    app.register_blueprint(docs_blueprint(SPEC))
-    register_error_handlers(app)
-    timed(app)
-    return app
+    return make_app("pixelclassification", [bp], SPEC, PROJECT=classifier.project, CLASSIFIER=classifier,
+                    PREDICTOR=predictor, MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip

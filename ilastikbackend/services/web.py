@@ -77,6 +77,18 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify({"error": f"internal error: {type(err).__name__}", "status": 500}), 500
 
 
+def make_app(name: str, blueprints: list[Blueprint], spec: dict, **config: Any) -> Flask:
+    """A service: its blueprints, /doc and /openapi.json, the JSON error handler, request logs."""
+    app = Flask(name)
+    app.config.update(config)
+    for bp in blueprints:
+        app.register_blueprint(bp)
+    app.register_blueprint(docs_blueprint(spec))
+    register_error_handlers(app)
+    timed(app)
+    return app
+
+
 def docs_blueprint(spec: dict) -> Blueprint:
     """``/openapi.json`` and a self-contained human-readable ``/doc`` page (no CDN assets)."""
     bp = Blueprint("docs", __name__)
