@@ -373,12 +373,16 @@ def demo_main(argv=None) -> None:
         from PIL import Image
 
         url = "http://127.0.0.1:8080/prediction/png/roi?extents_min=10_10&extents_max=100_150"
-        for _ in range(100):
+        r = None
+        for _ in range(300):  # the servers are starting in other threads
             try:
                 r = requests.get(url, timeout=60)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
+        if r is None:
+            print("the gateway did not come up on port 8080 (is the port taken?)", file=sys.stderr)
+            os._exit(1)
         if r.status_code != 200:
             print(f"prediction failed: {r.status_code} {r.text}", file=sys.stderr)
             os._exit(1)

@@ -162,3 +162,36 @@ def test_unknown_format_and_block(seed_stack):
     assert r.status_code == 400 and "integer" in r.json()["error"]
     r = requests.get(f"{seed_stack.gateway_url}/nothing/here")
     assert r.status_code == 404 and r.json()["status"] == 404
+
+
+def test_gateway_follows_a_restarted_pixelclassification_service(tmp_path, seed_project_path, seed_raw):
+    """Restart the pixel classification service with an edited project: the gateway serves the new one
+    (new cache keys, new neuroglancer URL) without being restarted itself."""
+    import time
+
+    import h5py
+    from stack import Service
+
+    project = tmp_path / "p.ilp"
+    shutil.copy(seed_project_path, project)
+    shutil.copy(seed_project_path.parent / "raw.h5", tmp_path / "raw.h5")
+    stack = Stack(tmp_path, project=project, raw_file=tmp_path / "raw.h5", distributed=True, blocksize=64)
+    try:
+        g = stack.gateway_url
+        before = decode(requests.get(f"{g}/prediction/npy/roi?extents_min=0_0&extents_max=50_50", timeout=60), "npy")
+        source_before = requests.get(f"{g}/neuroglancer").json()["prediction"]
+        with h5py.File(project, "a") as f:  # swap the two classes' probability channels
+            f["PixelClassification/ClassifierForests/known_labels"][...] = [2, 1]
+        pc = next(s for s in stack.services if s.name == "pixelclassification")
+        argv = pc.proc.args[1:]
+        pc.stop()
+        stack.services.remove(pc)
+        fresh = Service("pixelclassification", argv, tmp_path, stack.pixelclassification_url)
+        stack.services.append(fresh)
+        fresh.wait_ready()
+        time.sleep(5.5)  # the gateway asks for the setup again every 5 s
+        after = decode(requests.get(f"{g}/prediction/npy/roi?extents_min=0_0&extents_max=50_50", timeout=60), "npy")
+        np.testing.assert_array_equal(after, before[..., ::-1])
+        assert requests.get(f"{g}/neuroglancer").json()["prediction"] != source_before
+    finally:
+        stack.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import requests
@@ -48,10 +49,20 @@ class GatewayState:
         self.timeout_seconds = timeout_seconds
         self._predictor: BlockPredictor | None = None
         self._info: dict | None = None
+        self._checked = 0.0
+        self.refresh_seconds = 5.0
         self._lock = threading.Lock()
         self._dataset: dict | None = None
-        self.session = requests.Session()
+        self._local = threading.local()
         self.exports = ExportJobs(export_dir)
+
+    @property
+    def session(self) -> requests.Session:
+        """One HTTP session per request thread (sessions are not meant to be shared across threads)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     def dataset(self) -> dict:
         """The data provider's /info (dtype, channels, axes), asked once."""
@@ -75,21 +86,33 @@ class GatewayState:
         return np.frombuffer(r.content, dtype=np.dtype(r.headers["X-Dtype"])).reshape(shape)
 
     def predictor(self) -> tuple[BlockPredictor, dict]:
+        """The predictor for what the pixel classification service serves now.
+
+        Its setup is asked again every ``refresh_seconds``: when the service was restarted with
+        another project, dataset or block shape, the gateway follows (new cache keys, new
+        neuroglancer URLs); while it is unreachable, the last setup is kept.
+        """
         with self._lock:
-            if self._predictor is None:
-                url = f"{self.pixelclassification_url}/prediction/info"
-                try:
-                    r = self.session.get(url, timeout=10)
-                    r.raise_for_status()
-                    info = r.json()
-                except (requests.RequestException, ValueError) as err:
-                    raise ApiError(503, f"pixel classification service unreachable at {url}: {err}") from err
-                setup = PredictionSetup.from_info(info)
+            if self._predictor is not None and time.monotonic() - self._checked < self.refresh_seconds:
+                return self._predictor, self._info
+            url = f"{self.pixelclassification_url}/prediction/info"
+            try:
+                r = self.session.get(url, timeout=10)
+                r.raise_for_status()
+                info = r.json()
+            except (requests.RequestException, ValueError) as err:
+                if self._predictor is not None:
+                    return self._predictor, self._info
+                raise ApiError(503, f"pixel classification service unreachable at {url}: {err}") from err
+            self._checked = time.monotonic()
+            setup = PredictionSetup.from_info(info)
+            if self._predictor is None or self._predictor.setup != setup:
                 self._predictor = BlockPredictor(setup, self.cache, self.tasks, lease_seconds=self.lease_seconds,
                                                  timeout_seconds=self.timeout_seconds)  # fmt: skip
-                self._info = info
+                self._dataset = None
                 log_event("gateway_connected", project=setup.project_hash[:12], dataset=setup.dataset_id,
                           blocks=self._predictor.blocking.num_blocks)  # fmt: skip
+            self._info = info
             return self._predictor, self._info
 
     def forward(self, path: str) -> Response:
