@@ -97,13 +97,26 @@ def _open_source(args):
         _fail(str(err))
 
 
-def _load(args):
-    from ilastikbackend.core import PixelClassifier, ProjectError, load_project
+def _load_project(args):
+    from ilastikbackend.core import ProjectError, load_project
 
     try:
-        project = load_project(args.project)
-        return project, PixelClassifier(project, structure_tensor=args.structure_tensor)
-    except (ProjectError, ValueError) as err:
+        return load_project(args.project)
+    except ProjectError as err:
+        _fail(f"cannot serve {args.project}: {err}")
+
+
+def _classifier(args, project, spatial_shape):
+    """The project's classifier for a dataset of this spatial shape, or a start-up error."""
+    from ilastikbackend.core import PixelClassifier
+
+    if len(spatial_shape) != project.spatial_ndim:
+        _fail(f"the project was trained on {project.spatial_ndim}D data ({project.raw_axes or '?'}), "
+              f"the dataset is {len(spatial_shape)}D")  # fmt: skip
+    try:
+        z_size = int(spatial_shape[0]) if len(spatial_shape) == 3 else None
+        return PixelClassifier(project, z_size=z_size, structure_tensor=args.structure_tensor)
+    except ValueError as err:
         _fail(f"cannot serve {args.project}: {err}")
 
 
@@ -142,8 +155,11 @@ def _project_args(p: argparse.ArgumentParser) -> None:
 def _make_server(app, args):
     from waitress import create_server
 
-    server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident=app.name,
-                           channel_timeout=600, connection_limit=1000)  # fmt: skip
+    try:
+        server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident=app.name,
+                               channel_timeout=600, connection_limit=1000)  # fmt: skip
+    except OSError as err:
+        _fail(f"{app.name} cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     log_event("listening", service=app.name, url=f"http://{args.host}:{args.port}", threads=args.threads)
     return server
 
@@ -227,8 +243,9 @@ def pixelclassification_main(argv=None) -> None:
     from ilastikbackend.services.pixelclassification import dataset_info
     from ilastikbackend.services.worker import ClassifierRegistry
 
-    project, classifier = _load(args)
+    project = _load_project(args)  # a bad project fails before anything waits for the data provider
     info = dataset_info(base_url(args.dataprovider_ip))
+    classifier = _classifier(args, project, info["spatial_shape"])
     registry = ClassifierRegistry()
     registry.add(classifier, info["spatial_shape"])
     cache, tasks = _make_backend(args, registry)
@@ -324,7 +341,8 @@ def _serve_all(args, on_ready=None):
     from ilastikbackend.services.worker import ClassifierRegistry
 
     source = _open_source(args)
-    project, classifier = _load(args)
+    project = _load_project(args)
+    classifier = _classifier(args, project, source.info.spatial_shape)
     registry = ClassifierRegistry()
     registry.add(classifier, source.info.spatial_shape)
     cache, tasks = _make_backend(args, registry)

@@ -46,3 +46,34 @@ def test_missing_dataset_fails_at_start_up(seed_project_path):
     r = subprocess.run([sys.executable, "dataproviderservice.py", "--raw-data-file", str(raw), "--raw-data-path",
                         "nope"], cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "no dataset 'nope'" in r.stderr and "exported_data" in r.stderr
+
+
+def test_taken_port_is_a_clear_start_up_error(seed_project_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        raw = seed_project_path.parent / "raw.h5"
+        r = subprocess.run([sys.executable, "dataproviderservice.py", "--raw-data-file", str(raw), "--raw-data-path",
+                            "exported_data", "--port", str(port)], cwd=REPO, capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_3d_project_on_2d_data_fails_at_start_up(tmp_path, project_3d, seed_project_path):
+    from stack import Service, free_port
+
+    port = free_port()
+    dp = Service("dataprovider", ["dataproviderservice.py", "--raw-data-file", str(seed_project_path.parent / "raw.h5"),
+                                  "--raw-data-path", "exported_data", "--port", str(port)], tmp_path,
+                 f"http://127.0.0.1:{port}")  # fmt: skip
+    try:
+        dp.wait_ready()
+        r = subprocess.run([sys.executable, "pixelclassificationservice.py", "--project", str(project_3d[0]),
+                            "--dataprovider-ip", f"127.0.0.1:{port}", "--port", str(free_port())], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        dp.stop()
+    assert r.returncode == 2 and "trained on 3D data" in r.stderr and "the dataset is 2D" in r.stderr
