@@ -7,8 +7,9 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 # A portable build (no -march=native): the image may run on other machines than it was built on.
-RUN pip install --no-cache-dir --no-build-isolation --config-settings=cmake.define.ILASTIKBACKEND_NATIVE=OFF . \
-    && rm -rf build
+# Editable, because the services run from this folder (the 2017 command lines): the compiled core
+# installed into site-packages then serves the package in /app.
+RUN pip install --no-cache-dir --no-build-isolation --config-settings=cmake.define.ILASTIKBACKEND_NATIVE=OFF -e .
 # Run as an unprivileged user.
 RUN useradd --create-home ilastik
 USER ilastik
