@@ -43,8 +43,8 @@ class BlockCache(ABC):
     def claimed(self, keys: list[str]) -> list[bool]: ...
 
     @abstractmethod
-    def extend_claim(self, key: str, lease_seconds: float) -> None:
-        """Renew the claim of a block being computed (re-creating it if it was lost)."""
+    def extend_claim(self, key: str, lease_seconds: float, create: bool = False) -> None:
+        """Renew a claim's lease; ``create``: also re-create it if it was lost (a worker computing it)."""
 
     def generation(self) -> int:
         """A counter of announcements heard so far (read it before checking for results)."""
@@ -145,9 +145,10 @@ class LocalBlockCache(BlockCache):
         with self._cond:
             return [self._claims.get(k, 0) > now for k in keys]
 
-    def extend_claim(self, key, lease_seconds):
+    def extend_claim(self, key, lease_seconds, create=False):
         with self._cond:
-            self._claims[key] = time.monotonic() + lease_seconds
+            if create or key in self._claims:
+                self._claims[key] = time.monotonic() + lease_seconds
 
     def keys(self, prefix):
         with self._cond:
@@ -264,7 +265,13 @@ class RedisBlockCache(BlockCache):
         return {k: v.decode() for k, v in zip(keys, values) if v is not None}
 
     def claim(self, key, lease_seconds):
-        return bool(self._call("claim", lambda r: r.set(key + ":claim", b"1", nx=True, px=int(lease_seconds * 1000))))
+        def op(r):
+            if not r.set(key + ":claim", b"1", nx=True, px=int(lease_seconds * 1000)):
+                return False
+            r.delete(key + ":error")  # a new attempt: an old failure no longer answers for it
+            return True
+
+        return bool(self._call("claim", op))
 
     def release(self, key):
         self._call("release", lambda r: r.delete(key + ":claim"))
@@ -274,9 +281,10 @@ class RedisBlockCache(BlockCache):
             return []
         return [bool(n) for n in self._call("claimed", lambda r: r.mget([k + ":claim" for k in keys]))]
 
-    def extend_claim(self, key, lease_seconds):
-        # Set, not just extend: after a Redis restart the worker's claim must come back too.
-        self._call("extend_claim", lambda r: r.set(key + ":claim", b"1", px=int(lease_seconds * 1000)))
+    def extend_claim(self, key, lease_seconds, create=False):
+        # create: after a Redis restart a computing worker's claim must come back too.
+        px = int(lease_seconds * 1000)
+        self._call("extend_claim", lambda r: r.set(key + ":claim", b"1", px=px, xx=not create))
 
     def _scan(self, prefix: str) -> list[str]:
         return [k.decode() for k in self._call("scan", lambda r: list(r.scan_iter(match=prefix + "*", count=1000)))]

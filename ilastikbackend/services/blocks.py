@@ -105,9 +105,14 @@ class BlockPredictor:
         except Exception as err:
             log_event("publish_failed", level=30, blocks=claimed[:10], error=str(err))
             raise ApiError(503, f"could not queue blocks {claimed[:10]}: task queue unavailable ({err})") from err
-        # Publishing waits while the broker is away; the lease counts from when the task is queued.
+        # Publishing waits while the broker is away; the lease counts from when the task is queued. The
+        # claim is set again (it may have expired meanwhile), then dropped where the result already landed,
+        # so that no claim outlives its result.
         for b in claimed:
-            self.cache.extend_claim(self.key(b), self.lease_seconds)
+            self.cache.extend_claim(self.key(b), self.lease_seconds, create=True)
+        for b, value in zip(claimed, self.cache.get_many([self.key(b) for b in claimed])):
+            if value is not None:
+                self.cache.release(self.key(b))
         log_event("blocks_queued", level=10, blocks=len(claimed))
 
     def blocks(self, block_ids: list[int]) -> dict[int, np.ndarray]:

@@ -116,6 +116,7 @@ class BlockWorker:
             computed = time.perf_counter()
         finally:
             done.set()
+            renew.join()  # no renewal may land after the result (it would leave an orphan claim)
         self.cache.put(key, encode_block(probs))
         self.cache.count_computation(key)
         log_event(
@@ -125,12 +126,13 @@ class BlockWorker:
 
     def _keep_claim(self, key: str, lease: float, done: threading.Event) -> None:
         """Renew the block's lease while it computes, so slow blocks are not issued twice."""
-        self.cache.extend_claim(key, lease)
-        while not done.wait(lease / 3):
+        while True:
             try:
-                self.cache.extend_claim(key, lease)
+                self.cache.extend_claim(key, lease, create=True)
             except ConnectionError:
                 pass  # the cache is away; the result's put will wait for it
+            if done.wait(lease / 3):
+                return
 
     def fail(self, task: dict, message: str) -> None:
         self.cache.put_error(task["key"], f"block {task['block_id']}: {message}")
