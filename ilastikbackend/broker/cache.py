@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from ilastikbackend.services.web import log_event
 
 DONE_CHANNEL = "ilb:done"
+RECENT = 10000  # announcements remembered for announced_since()
 
 
 class BlockCache(ABC):
@@ -56,9 +57,21 @@ class BlockCache(ABC):
         with self._cond:
             self._cond.wait_for(lambda: self._generation != seen, timeout)
 
-    def _announce(self) -> None:
+    def announced_since(self, seen: int, keys: set[str]) -> bool:
+        """Whether any of ``keys`` was announced (result or error) after generation ``seen``.
+
+        True also when that is no longer known (more announcements than are remembered), so
+        waiters can skip looking into the cache after announcements of other blocks.
+        """
+        with self._cond:
+            if self._generation - seen > len(self._recent):
+                return True
+            return any(key in keys for gen, key in reversed(self._recent) if gen > seen)
+
+    def _announce(self, key: str) -> None:
         with self._cond:
             self._generation += 1
+            self._recent.append((self._generation, key))
             self._cond.notify_all()
 
     @abstractmethod
@@ -89,6 +102,7 @@ class LocalBlockCache(BlockCache):
         self._counts: dict[str, int] = {}
         self._cond = threading.Condition()
         self._generation = 0
+        self._recent: deque[tuple[int, str]] = deque(maxlen=RECENT)
 
     def get_many(self, keys):
         with self._cond:
@@ -112,15 +126,13 @@ class LocalBlockCache(BlockCache):
                 self._bytes -= len(evicted)
             self._claims.pop(key, None)
             self._errors.pop(key, None)
-            self._generation += 1
-            self._cond.notify_all()
+        self._announce(key)
 
     def put_error(self, key, message, ttl_seconds=30.0):
         with self._cond:
             self._errors[key] = (message, time.monotonic() + ttl_seconds)
             self._claims.pop(key, None)
-            self._generation += 1
-            self._cond.notify_all()
+        self._announce(key)
 
     def get_errors(self, keys):
         now = time.monotonic()
@@ -186,6 +198,7 @@ class RedisBlockCache(BlockCache):
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         self._cond = threading.Condition()
         self._generation = 0
+        self._recent: deque[tuple[int, str]] = deque(maxlen=RECENT)
         self._closed = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="redis-listener", daemon=True)
         self._listener.start()
@@ -218,8 +231,10 @@ class RedisBlockCache(BlockCache):
                 pubsub.subscribe(DONE_CHANNEL)
                 delay = 0.1
                 while not self._closed.is_set():
-                    if pubsub.get_message(timeout=1.0) is not None:
-                        self._announce()
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        data = message["data"]
+                        self._announce(data.decode() if isinstance(data, bytes) else str(data))
             except (redis.RedisError, OSError, ValueError):
                 # Waiters poll as well, so missing announcements while reconnecting only delays them.
                 if self._closed.is_set():

@@ -125,6 +125,7 @@ class BlockPredictor:
         keys = {b: self.key(b) for b in block_ids}
         try:
             seen = self.cache.generation()
+            checked = time.monotonic()
             found = dict(zip(block_ids, self.cache.get_many([keys[b] for b in block_ids])))
             result = {b: v for b, v in found.items() if v is not None}
             pending = [b for b in block_ids if b not in result]
@@ -134,8 +135,15 @@ class BlockPredictor:
                     raise ApiError(504, f"blocks {pending[:10]} not computed within {self.timeout_seconds:.0f} s; "
                                    "are workers running?", blocks=pending[:100])  # fmt: skip
                 self.cache.wait(0.25, seen)
-                seen = self.cache.generation()
+                now_seen = self.cache.generation()
                 pending_keys = [keys[b] for b in pending]
+                # Look into the cache when one of our blocks was announced, or every second regardless
+                # (evictions and lost workers announce nothing); not after every other block's news.
+                ours = self.cache.announced_since(seen, set(pending_keys))
+                seen = now_seen
+                if not ours and time.monotonic() - checked < 1.0:
+                    continue
+                checked = time.monotonic()
                 # Claims first, then values: a result lands atomically with its claim's removal, so a
                 # block found unclaimed and then still without a value has lost its worker (or was evicted).
                 live = self.cache.claimed(pending_keys)
