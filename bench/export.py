@@ -3,7 +3,8 @@
 Exports the predictions of a 2048x2048 image (pc.ilp, 256-blocks) through the distributed stack
 (gateway, Redis, RabbitMQ, W workers) with ``ilastikbackend export``, for W = 1 and 2, and prints
 voxels/s against the core predicting the same image in one process on one thread.
-Target: export >= 0.9 x W x single-worker speed.
+Target: export >= 0.9 x W x single-worker speed. Both the reference and the exports are the best of two
+runs (the machine's other load makes single runs vary by about 5%).
 
 Usage: ``python bench/export.py`` (Redis on 127.0.0.1:6379, RabbitMQ on 5672).
 """
@@ -70,11 +71,13 @@ def main() -> None:
             for workers in (1, 2):
                 while len(stack.workers) < workers:
                     stack.add_worker()
-                clear(stack)  # warm every worker's classifier on a small region, then start cold
+                clear(stack)  # warm every worker's classifier on a small region
                 requests.get(f"{stack.gateway_url}/prediction/npy/roi?extents_min=0_0&extents_max=256_1024", timeout=60)
-                clear(stack)
                 out = tmp / f"export{workers}.h5"
-                seconds = export(stack, out)
+                seconds = float("inf")
+                for _ in range(2):  # best of two cold exports, as for the core's reference
+                    clear(stack)
+                    seconds = min(seconds, export(stack, out))
                 rate = raw.size / seconds
                 with h5py.File(out) as f:
                     assert np.array_equal(f["exported_data"][()], expected), "export differs from the core"
