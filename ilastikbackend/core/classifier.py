@@ -121,15 +121,17 @@ class PixelClassifier:
         """Class probabilities for ``raw[begin:end]``, shape ``(*spatial, num_classes)``, float32.
 
         ``raw`` is the whole image or a block with its halo (see :meth:`halo`); its bounds are
-        treated as image bounds. Work is cut into tiles computed on ``n_threads`` threads.
+        treated as image bounds. Work is cut into tiles (``(y, x)`` or ``(z, y, x)``) computed on
+        ``n_threads`` threads.
         """
         r = self._as_zyxc(raw)
         b, e = self._roi(r, begin, end)
         if tile is None:
-            tile = (1, 512, 512) if self.spatial_ndim == 2 else (64, 64, 128)
-        out = self.core.predict(
-            r, b, e, int(n_threads), list(self._zyx(tile, 1)) if len(tile) == self.spatial_ndim else list(tile)
-        )
+            tile = (512, 512) if self.spatial_ndim == 2 else (64, 64, 128)
+        tile = [int(t) for t in tile]
+        if len(tile) == 2:  # a 2D tile: one z-slice at a time
+            tile = [1, *tile]
+        out = self.core.predict(r, b, e, int(n_threads), tile)
         return out[0] if self.spatial_ndim == 2 else out
 
     def predict_block(

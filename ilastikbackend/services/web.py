@@ -169,14 +169,6 @@ def base_url(address: str) -> str:
     return address
 
 
-def serve(app: Flask, host: str, port: int, threads: int = 32) -> None:
-    """Serve with waitress, a production WSGI server."""
-    from waitress import serve as waitress_serve
-
-    log_event("listening", service=app.name, url=f"http://{host}:{port}", threads=threads)
-    waitress_serve(app, host=host, port=port, threads=threads, ident=app.name, channel_timeout=600)
-
-
 def openapi(title: str, description: str, paths: dict) -> dict:
     return {
         "openapi": "3.0.3",
