@@ -128,6 +128,13 @@ def test_every_service_documents_itself(seed_stack):
         assert "roi" in page.text and "http://" not in page.text.replace("http://www", "")  # no external assets
 
 
+def test_bare_address_leads_to_the_docs(seed_stack):
+    for base in (seed_stack.gateway_url, seed_stack.dataprovider_url, seed_stack.pixelclassification_url):
+        r = requests.get(base + "/")
+        assert r.status_code == 200 and r.url == base + "/doc" and "openapi.json" in r.text
+    assert "href='viewer'" in requests.get(seed_stack.gateway_url + "/doc").text
+
+
 def test_waitress_not_the_development_server(seed_stack):
     for base in (seed_stack.gateway_url, seed_stack.dataprovider_url, seed_stack.pixelclassification_url):
         assert "Werkzeug" not in requests.get(f"{base}/info" if base == seed_stack.dataprovider_url

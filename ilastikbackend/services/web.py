@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("ilastikbackend")
@@ -84,6 +84,7 @@ def make_app(name: str, blueprints: list[Blueprint], spec: dict, **config: Any) 
     for bp in blueprints:
         app.register_blueprint(bp)
     app.register_blueprint(docs_blueprint(spec))
+    app.add_url_rule("/", "root", lambda: redirect("doc"))  # someone opening the bare address lands on the docs
     register_error_handlers(app)
     timed(app)
     return app
@@ -116,6 +117,14 @@ def render_doc(spec: dict) -> str:
         f"<h1>{html.escape(info.get('title', 'API'))}</h1>",
         f"<p>{html.escape(info.get('description', ''))}</p>",
         "<p>Machine-readable: <a href='openapi.json'>openapi.json</a> (OpenAPI 3).</p>",
+        *(
+            [
+                "<p>Look at the data: <a href='viewer'>browser viewer</a>, "
+                "<a href='neuroglancer'>neuroglancer sources</a>.</p>"
+            ]
+            if "/viewer" in spec.get("paths", {})
+            else []
+        ),
     ]
     for path, ops in spec.get("paths", {}).items():
         for method, op in ops.items():
