@@ -179,6 +179,7 @@ def _run(servers) -> None:
 
 
 def dataprovider_main(argv=None) -> None:
+    """Serve one raw dataset by region of interest (port 9000)."""
     p = argparse.ArgumentParser(prog="dataproviderservice.py", description="Serve a raw dataset by region.")
     _raw_args(p)
     _common(p, 9000)
@@ -224,6 +225,7 @@ def _pixelclassification_app(args, project, classifier, cache, tasks, info):
 
 
 def pixelclassification_main(argv=None) -> None:
+    """Serve an ilastik project's predictions per block and region (port 8888)."""
     p = argparse.ArgumentParser(
         prog="pixelclassificationservice.py", description="Serve ilastik pixel classification predictions of a dataset."
     )
@@ -253,6 +255,7 @@ def pixelclassification_main(argv=None) -> None:
 
 
 def gateway_main(argv=None) -> None:
+    """What clients talk to: raw data, predictions, viewer, neuroglancer, exports (port 8080)."""
     p = argparse.ArgumentParser(prog="ilastikgateway.py", description="The ilastik gateway: raw data and predictions.")
     p.add_argument(
         "--dataprovider-ip", default="127.0.0.1:9000", help="data provider host:port (default 127.0.0.1:9000)"
@@ -277,6 +280,7 @@ def gateway_main(argv=None) -> None:
 
 
 def worker_main(argv=None) -> None:
+    """Compute prediction blocks from the RabbitMQ queue into Redis."""
     p = argparse.ArgumentParser(prog="worker.py", description="Compute prediction blocks from the RabbitMQ queue.")
     p.add_argument(
         "--redis-url",
@@ -493,6 +497,13 @@ COMMANDS = {
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print("usage: ilastikbackend {" + ",".join(COMMANDS) + "} [options]  (each takes --help)", file=sys.stderr)
-        raise SystemExit(2)
+        usage = (
+            "usage: ilastikbackend {"
+            + ",".join(COMMANDS)
+            + "} [options]  (each takes --help)\n\n"
+            + "\n".join(f"  {name:<20} {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in COMMANDS.items())
+        )
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        print(usage, file=sys.stdout if asked else sys.stderr)
+        raise SystemExit(0 if asked else 2)
     COMMANDS[argv[0]](argv[1:])

@@ -31,6 +31,8 @@ def test_demo_writes_the_coloured_prediction(tmp_path, seed_project_path, seed_r
 def test_cli_without_command_explains_itself():
     r = subprocess.run([sys.executable, "-m", "ilastikbackend"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and "usage: ilastikbackend" in r.stderr
+    h = subprocess.run([sys.executable, "-m", "ilastikbackend", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert h.returncode == 0 and "export" in h.stdout and "Predict a whole dataset" in h.stdout
 
 
 def test_bad_project_fails_at_start_up(tmp_path):

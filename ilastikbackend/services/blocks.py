@@ -130,8 +130,13 @@ class BlockPredictor:
             result = {b: v for b, v in found.items() if v is not None}
             pending = [b for b in block_ids if b not in result]
             self._dispatch(pending)
+            reported = start
             while pending:
-                if time.monotonic() - start > self.timeout_seconds:
+                now = time.monotonic()
+                if now - reported > 5.0:  # long requests show progress in the log
+                    reported = now
+                    log_event("waiting_for_blocks", done=len(result), total=len(block_ids), seconds=now - start)
+                if now - start > self.timeout_seconds:
                     raise ApiError(504, f"blocks {pending[:10]} not computed within {self.timeout_seconds:.0f} s; "
                                    "are workers running?", blocks=pending[:100])  # fmt: skip
                 self.cache.wait(0.25, seen)
