@@ -24,6 +24,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def forget_dataset(redis_url: str, dataset_id: str) -> None:
+    """Leave a shared Redis as it was: drop the blocks and counters of one test dataset."""
+    import redis
+
+    try:
+        r = redis.Redis.from_url(redis_url)
+        keys = list(r.scan_iter(match=f"ilb:v1:*:{dataset_id}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+        counted = [k for k in r.hkeys("ilb:computations") if f":{dataset_id}:".encode() in k]
+        if counted:
+            r.hdel("ilb:computations", *counted)
+    except redis.RedisError:  # a throwaway Redis may already be gone
+        pass
+
+
+def forget_queue(amqp_url: str, queue: str) -> None:
+    """Delete a test's task queue, its dead-letter queue and exchange from a shared RabbitMQ."""
+    try:
+        import pika
+
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        ch = conn.channel()
+        for q in (queue, queue + ".dead"):
+            ch.queue_delete(q)
+        ch.exchange_delete(queue + ".dlx")
+        conn.close()
+    except Exception:  # best effort: the queues of a throwaway broker vanish with it
+        pass
+
+
 class Service:
     """One service process; its output goes to a log file that failures print."""
 
@@ -81,6 +112,8 @@ class Stack:
         self.services: list[Service] = []
         self.workers: list[Service] = []
         self.queue = f"ilastik.test.{uuid.uuid4().hex[:8]}"
+        self.distributed = distributed
+        self.dataset_id: str | None = None
         self.redis_url, self.amqp_url = redis_url, amqp_url
         ports = [free_port() for _ in range(3)]
         self.dataprovider_url, self.pixelclassification_url, self.gateway_url = (f"http://127.0.0.1:{p}" for p in ports)
@@ -153,20 +186,20 @@ class Stack:
         self.workers.append(w)
         return w
 
+    def _forget_blocks(self) -> None:
+        forget_dataset(self.redis_url, self.dataset_id)
+
     def logs(self) -> str:
         return "\n".join(f"==== {s.name}\n{s.log()}" for s in self.services)
 
     def stop(self) -> None:
+        if self.distributed and self.dataset_id is None:
+            try:
+                self.dataset_id = requests.get(f"{self.dataprovider_url}/info", timeout=5).json()["dataset_id"]
+            except (requests.RequestException, ValueError, KeyError):
+                pass
         for s in reversed(self.services):
             s.stop()
-        try:
-            import pika
-
-            conn = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
-            ch = conn.channel()
-            for q in (self.queue, self.queue + ".dead"):
-                ch.queue_delete(q)
-            ch.exchange_delete(self.queue + ".dlx")
-            conn.close()
-        except Exception:  # best effort: the queues of a throwaway broker vanish with it
-            pass
+        if self.distributed and self.dataset_id:
+            self._forget_blocks()
+        forget_queue(self.amqp_url, self.queue)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 import yaml
-from stack import AMQP_URL, REDIS_URL, REPO, Service, free_port
+from stack import AMQP_URL, REDIS_URL, REPO, Service, forget_dataset, forget_queue, free_port
 from test_services_e2e import colour_blend, decode
 
 from ilastikbackend.core import PixelClassifier, load_project
@@ -60,6 +60,7 @@ def test_compose_commands_serve_the_seed(tmp_path, seed_project_path, seed_raw):
         expected = PixelClassifier(load_project(seed_project_path)).predict(seed_raw)[10:100, 10:150]
         np.testing.assert_array_equal(decode(r, "png"), colour_blend(expected, [(255, 0, 0), (0, 255, 0)]))
         assert any("block_done" in s.log() for s in services if s.name.startswith("worker"))
+        dataset_id = requests.get(f"http://127.0.0.1:{ports['dataprovider']}/info").json()["dataset_id"]
     except Exception:
         for s in services:
             print(f"=== {s.name}\n{s.log()}")
@@ -67,6 +68,8 @@ def test_compose_commands_serve_the_seed(tmp_path, seed_project_path, seed_raw):
     finally:
         for s in reversed(services):
             s.stop()
+        forget_queue(AMQP_URL, queue)
+    forget_dataset(REDIS_URL, dataset_id)
 
 
 @pytest.mark.parametrize("service", ["dataprovider", "pixelclassification", "gateway"])

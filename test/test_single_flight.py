@@ -7,7 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
-from stack import REDIS_URL
+from stack import REDIS_URL, forget_dataset
 
 from ilastikbackend.broker import LocalBlockCache, LocalTaskQueue, RedisBlockCache
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup, encode_block
@@ -37,6 +37,9 @@ class Forgetful:
         return out
 
 
+CREATED: list[BlockPredictor] = []
+
+
 def make(cache, handler_calls, fail_blocks=()):
     setup = PredictionSetup(
         project_hash=uuid.uuid4().hex * 2, project_url="", dataset_id=uuid.uuid4().hex[:16], dataset_shape=(40, 30),
@@ -56,6 +59,7 @@ def make(cache, handler_calls, fail_blocks=()):
     queue = LocalTaskQueue(handler, lambda task, msg: cache.put_error(task["key"], f"block {task['block_id']}: {msg}"),
                            workers=3, max_retries=1)  # fmt: skip
     predictor = BlockPredictor(setup, cache, queue, lease_seconds=5, timeout_seconds=30)
+    CREATED.append(predictor)
     return predictor
 
 
@@ -71,6 +75,11 @@ def expected_ids(predictor, roi):
 def cache(request):
     c = LocalBlockCache() if request.param == "local" else RedisBlockCache(REDIS_URL)
     yield c
+    while CREATED:  # leave the shared Redis as it was
+        p = CREATED.pop()
+        c.delete_prefix(p.setup.key_prefix)
+        if isinstance(c, RedisBlockCache):
+            forget_dataset(REDIS_URL, p.setup.dataset_id)
     c.close()
 
 
