@@ -464,8 +464,7 @@ def export_main(argv=None) -> None:
     session = requests.Session()
 
     def fetch(block_id, lo, hi):
-        q = f"extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
-        r = session.get(f"{url}/prediction/npy/roi?{q}", timeout=3600)
+        r = session.get(f"{url}/prediction/npy/roi?{Roi(lo, hi).query()}", timeout=3600)
         if r.status_code != 200:
             raise RuntimeError(f"block {block_id}: gateway answered {r.status_code}: {r.text[:300]}")
         return np.load(io.BytesIO(r.content))

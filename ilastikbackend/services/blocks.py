@@ -87,17 +87,20 @@ class BlockPredictor:
             raise ApiError(404, f"block {block_id} does not exist: block ids run from 0 to {last}",
                            num_blocks=self.blocking.num_blocks)  # fmt: skip
 
-    def _dispatch(self, block_ids: list[int]) -> None:
-        """Claim what nobody computes yet and queue one task per claimed block."""
-        claimed = [b for b in block_ids if self.cache.claim(self.key(b), self.lease_seconds)]
-        if not claimed:
-            return
-        # A result may have landed (and its claim gone) since the caller looked: look again under the claim.
+    def _without_results(self, claimed: list[int]) -> list[int]:
+        """Of blocks we hold claims on, those still without a result; claims on the others are dropped,
+        so that no claim outlives its result."""
         landed = self.cache.get_many([self.key(b) for b in claimed])
         for b, value in zip(claimed, landed):
             if value is not None:
                 self.cache.release(self.key(b))
-        claimed = [b for b, value in zip(claimed, landed) if value is None]
+        return [b for b, value in zip(claimed, landed) if value is None]
+
+    def _dispatch(self, block_ids: list[int]) -> None:
+        """Claim what nobody computes yet and queue one task per claimed block."""
+        claimed = [b for b in block_ids if self.cache.claim(self.key(b), self.lease_seconds)]
+        # A result may have landed (and its claim gone) since the caller looked: look again under the claim.
+        claimed = self._without_results(claimed) if claimed else []
         if not claimed:
             return
         try:
@@ -106,13 +109,10 @@ class BlockPredictor:
             log_event("publish_failed", level=30, blocks=claimed[:10], error=str(err))
             raise ApiError(503, f"could not queue blocks {claimed[:10]}: task queue unavailable ({err})") from err
         # Publishing waits while the broker is away; the lease counts from when the task is queued. The
-        # claim is set again (it may have expired meanwhile), then dropped where the result already landed,
-        # so that no claim outlives its result.
+        # claim is set again (it may have expired meanwhile), then dropped where the result already landed.
         for b in claimed:
             self.cache.extend_claim(self.key(b), self.lease_seconds, create=True)
-        for b, value in zip(claimed, self.cache.get_many([self.key(b) for b in claimed])):
-            if value is not None:
-                self.cache.release(self.key(b))
+        self._without_results(claimed)
         log_event("blocks_queued", level=10, blocks=len(claimed))
 
     def blocks(self, block_ids: list[int]) -> dict[int, np.ndarray]:

@@ -97,6 +97,12 @@ def raw_png(data: np.ndarray, spatial: int, has_channels: bool, channel: int | N
     return _png_bytes(np.ascontiguousarray(plane)), headers
 
 
+def decode_raw(headers, body: bytes) -> np.ndarray:
+    """The array of a 'raw' answer: C-order bytes, shape and dtype in the X-Shape / X-Dtype headers."""
+    shape = tuple(int(s) for s in headers["X-Shape"].split("_"))
+    return np.frombuffer(body, dtype=np.dtype(headers["X-Dtype"])).reshape(shape)
+
+
 def encode(
     array: np.ndarray,
     fmt: str,

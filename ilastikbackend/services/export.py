@@ -174,9 +174,7 @@ class ExportJob:
             return
 
         def fetch(b, lo, hi):
-            block = predictor.blocks([b])[b]
-            blo, _ = predictor.blocking.block_bounds(b)
-            return block[tuple(slice(x - o, y - o) for x, y, o in zip(lo, hi, blo))]
+            return predictor.roi(Roi(lo, hi))  # the part of block b inside the region
 
         def progress(done, total):
             self.done = done

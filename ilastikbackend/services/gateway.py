@@ -18,7 +18,7 @@ from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
 from ilastikbackend.services.openapi_parts import ROI_PARAMETERS, json_response, roi_operation, simple_get, text
 from ilastikbackend.services.pixelclassification import prediction_response
 from ilastikbackend.services.roi import Roi, parse_roi
-from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi
+from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi, thread_session
 
 bp = Blueprint("gateway", __name__)
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -53,16 +53,11 @@ class GatewayState:
         self.refresh_seconds = 5.0
         self._lock = threading.Lock()
         self._dataset: dict | None = None
-        self._local = threading.local()
         self.exports = ExportJobs(export_dir)
 
     @property
     def session(self) -> requests.Session:
-        """One HTTP session per request thread (sessions are not meant to be shared across threads)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+        return thread_session()
 
     def dataset(self) -> dict:
         """The data provider's /info (dtype, channels, axes), asked once."""
@@ -82,8 +77,7 @@ class GatewayState:
             raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
         if r.status_code != 200:
             raise ApiError(502, f"data provider answered {r.status_code}: {r.text[:200]}")
-        shape = tuple(int(s) for s in r.headers["X-Shape"].split("_"))
-        return np.frombuffer(r.content, dtype=np.dtype(r.headers["X-Dtype"])).reshape(shape)
+        return encoding.decode_raw(r.headers, r.content)
 
     def predictor(self) -> tuple[BlockPredictor, dict]:
         """The predictor for what the pixel classification service serves now.

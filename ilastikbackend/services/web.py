@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -47,6 +48,19 @@ def configure_logging(verbose: bool = False) -> None:
     )
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+_thread_local = threading.local()
+
+
+def thread_session():
+    """An HTTP session for the calling thread (sessions are not meant to be shared across threads)."""
+    import requests
+
+    session = getattr(_thread_local, "session", None)
+    if session is None:
+        session = _thread_local.session = requests.Session()
+    return session
 
 
 def worker_name() -> str:

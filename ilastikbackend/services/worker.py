@@ -14,7 +14,9 @@ import requests
 from ilastikbackend.broker import BlockCache
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.services.blocks import encode_block
-from ilastikbackend.services.web import log_event, worker_name
+from ilastikbackend.services.encoding import decode_raw
+from ilastikbackend.services.roi import Roi
+from ilastikbackend.services.web import log_event, thread_session, worker_name
 
 
 class ClassifierRegistry:
@@ -69,24 +71,16 @@ class ClassifierRegistry:
             return clf
 
 
-_session = threading.local()
-
-
 def fetch_raw(task: dict) -> np.ndarray:
     """The block's raw region with halo, from the data provider, checked against the dataset id."""
-    session = getattr(_session, "value", None)
-    if session is None:
-        session = _session.value = requests.Session()
-    query = (f"extents_min={'_'.join(map(str, task['outer_begin']))}"
-             f"&extents_max={'_'.join(map(str, task['outer_end']))}")  # fmt: skip
-    response = session.get(f"{task['dataprovider_url']}/raw/raw/roi?{query}", timeout=120)
+    query = Roi(tuple(task["outer_begin"]), tuple(task["outer_end"])).query()
+    response = thread_session().get(f"{task['dataprovider_url']}/raw/raw/roi?{query}", timeout=120)
     if response.status_code != 200:
         raise OSError(f"data provider answered {response.status_code} for {query}: {response.text[:300]}")
     dataset_id = response.headers.get("X-Dataset-Id")
     if dataset_id != task["dataset_id"]:
         raise OSError(f"data provider serves dataset {dataset_id}, the task is for {task['dataset_id']}")
-    shape = tuple(int(s) for s in response.headers["X-Shape"].split("_"))
-    return np.frombuffer(response.content, dtype=np.dtype(response.headers["X-Dtype"])).reshape(shape)
+    return decode_raw(response.headers, response.content)
 
 
 class BlockWorker:

@@ -13,6 +13,8 @@ import io
 import numpy as np
 import requests
 
+from ilastikbackend.services.roi import Roi
+
 LAYERS = ("raw", "prediction")
 
 
@@ -80,8 +82,7 @@ class GatewayVolume:
             lo, hi = (z.start, y.start, x.start), (z.stop, y.stop, x.stop)
         else:
             lo, hi = (y.start, x.start), (y.stop, x.stop)
-        q = f"extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
-        data = np.load(io.BytesIO(self._get(f"/{self.layer}/npy/roi?{q}").content))
+        data = np.load(io.BytesIO(self._get(f"/{self.layer}/npy/roi?{Roi(lo, hi).query()}").content))
         if data.ndim == len(self.spatial):
             data = data[..., np.newaxis]
         if len(self.spatial) == 2:
