@@ -10,8 +10,8 @@ import pytest
 from stack import REDIS_URL, forget_dataset
 
 from ilastikbackend.broker import LocalBlockCache, LocalTaskQueue, RedisBlockCache
+from ilastikbackend.roi import Roi
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup, encode_block
-from ilastikbackend.services.roi import Roi
 from ilastikbackend.services.web import ApiError
 
 

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ilastikbackend.roi import Roi
 from ilastikbackend.services.encoding import axistags
-from ilastikbackend.services.roi import Roi
 
 EXPORT_FORMATS = ("hdf5", "zarr")
 

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 
-from ilastikbackend.services.web import log_event
+from ilastikbackend.log import log_event
 
 DONE_CHANNEL = "ilb:done"
 RECENT = 10000  # announcements remembered for announced_since()

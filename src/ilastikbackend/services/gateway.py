@@ -12,12 +12,12 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.broker import BlockCache, TaskQueue
+from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding, neuroglancer
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
 from ilastikbackend.services.openapi_parts import ROI_PARAMETERS, json_response, roi_operation, simple_get, text
 from ilastikbackend.services.pixelclassification import prediction_response
-from ilastikbackend.services.roi import Roi, parse_roi
 from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi, thread_session
 
 bp = Blueprint("gateway", __name__)

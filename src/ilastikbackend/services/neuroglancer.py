@@ -15,7 +15,7 @@ import urllib.parse
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ilastikbackend.services.roi import Roi
+from ilastikbackend.roi import Roi
 from ilastikbackend.services.web import ApiError
 
 bp = Blueprint("neuroglancer", __name__)

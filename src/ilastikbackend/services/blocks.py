@@ -16,7 +16,7 @@ import numpy as np
 
 from ilastikbackend.broker import BlockCache, TaskQueue
 from ilastikbackend.core import Blocking
-from ilastikbackend.services.roi import Roi
+from ilastikbackend.roi import Roi
 from ilastikbackend.services.web import ApiError, log_event
 
 KEY_VERSION = "v1"

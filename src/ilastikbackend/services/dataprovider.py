@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from ilastikbackend.data import DataSource
+from ilastikbackend.roi import parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
-from ilastikbackend.services.roi import parse_roi
 from ilastikbackend.services.web import ApiError, make_app, openapi
 
 bp = Blueprint("dataprovider", __name__)

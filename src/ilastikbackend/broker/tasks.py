@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ilastikbackend.services.web import log_event
+from ilastikbackend.log import log_event
 
 Handler = Callable[[dict], None]
 FailureHandler = Callable[[dict, str], None]

@@ -13,7 +13,7 @@ import io
 import numpy as np
 import requests
 
-from ilastikbackend.services.roi import Roi
+from ilastikbackend.roi import Roi
 
 LAYERS = ("raw", "prediction")
 

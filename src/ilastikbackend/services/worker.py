@@ -13,10 +13,11 @@ import requests
 
 from ilastikbackend.broker import BlockCache
 from ilastikbackend.core import PixelClassifier, load_project
+from ilastikbackend.log import log_event, worker_name
+from ilastikbackend.roi import Roi
 from ilastikbackend.services.blocks import encode_block
 from ilastikbackend.services.encoding import decode_raw
-from ilastikbackend.services.roi import Roi
-from ilastikbackend.services.web import log_event, thread_session, worker_name
+from ilastikbackend.services.web import thread_session
 
 
 class ClassifierRegistry:

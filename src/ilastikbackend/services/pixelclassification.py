@@ -9,10 +9,10 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.core import PixelClassifier, Project
+from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
-from ilastikbackend.services.roi import Roi, parse_roi
 from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi
 
 bp = Blueprint("pixelclassification", __name__)

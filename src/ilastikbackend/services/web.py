@@ -1,13 +1,9 @@
-"""What every service shares: JSON errors, structured logs, /doc and /openapi.json, serving."""
+"""What every service shares: JSON errors, request logs, /doc and /openapi.json."""
 
 from __future__ import annotations
 
 import html
-import json
 import logging
-import os
-import socket
-import sys
 import threading
 import time
 from typing import Any
@@ -15,40 +11,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
-log = logging.getLogger("ilastikbackend")
-
-
-class ApiError(Exception):
-    """An error answered as JSON: ``{"error": message, "status": status, ...details}``."""
-
-    def __init__(self, status: int, message: str, **details: Any):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
-
-
-def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """One structured log line: ``event key=value ...`` (values JSON-quoted when needed)."""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        s = str(v)
-        return json.dumps(s) if (" " in s or "=" in s or not s) else s
-
-    log.log(level, "%s %s", event, " ".join(f"{k}={fmt(v)}" for k, v in fields.items()))
-
-
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
+from ilastikbackend.errors import ApiError, quote_input  # noqa: F401 - re-exported for the services
+from ilastikbackend.log import log, log_event
 
 _thread_local = threading.local()
 
@@ -61,10 +25,6 @@ def thread_session():
     if session is None:
         session = _thread_local.session = requests.Session()
     return session
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def register_error_handlers(app: Flask) -> None:

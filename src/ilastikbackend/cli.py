@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 
-from ilastikbackend.services.web import base_url, configure_logging, log_event
+from ilastikbackend.log import configure_logging, log_event
+from ilastikbackend.services.web import base_url
 
 MiB = 1 << 20
 
@@ -439,8 +440,8 @@ def export_main(argv=None) -> None:
     import requests
 
     from ilastikbackend.core import Blocking
+    from ilastikbackend.roi import Roi, parse_roi
     from ilastikbackend.services.export import OutputWriter, ProgressBar, plan, run_export
-    from ilastikbackend.services.roi import Roi, parse_roi
     from ilastikbackend.services.web import ApiError
 
     url = base_url(args.gateway)

@@ -1,0 +1,25 @@
+"""Errors answered to whoever asked, with an HTTP status; no web framework needed to raise them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUOTE_LIMIT = 64
+
+
+class ApiError(Exception):
+    """An error answered as JSON: ``{"error": message, "status": status, ...details}``."""
+
+    def __init__(self, status: int, message: str, **details: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def quote_input(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of user input for an error message, cut to ``limit`` characters."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"… ({len(text)} characters)"
