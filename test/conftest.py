@@ -44,7 +44,7 @@ def oracle():
 
 @pytest.fixture(scope="session")
 def project_3d(tmp_path_factory, oracle):
-    """A 3D uint16 project trained by vigra, 3 classes, ilastik 1.4 layout with ComputeIn2d all False."""
+    """A 3D uint16 project trained by vigra, 3 classes, with ComputeIn2d all False."""
     raw = projects.blobs((24, 40, 36), seed=3, dtype=np.uint16)[..., None]
     path = projects.write_project(
         tmp_path_factory.mktemp("p3d") / "p3d.ilp",

@@ -59,7 +59,7 @@ def write_project(
     matrix=None,
     in2d=None,
     axes: str = "zyx",
-    version: str = "1.4.0",
+    version: str = "1.2.2",  # forests trained on vigra features: what ilastik < 1.3 saved
     n_classes: int = 2,
     forests: int = 2,
     trees: int = 8,

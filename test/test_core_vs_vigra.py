@@ -84,7 +84,7 @@ def test_seed_forest_alone_matches_vigra_on_vigra_features(seed):
 def test_seed_fastfilters_structure_tensor(seed, oracle):
     project, raw, _, _ = seed
     ref = vigra_features(oracle, project, raw[None, ..., None], structure_tensor="fastfilters")[0]
-    ours = PixelClassifier(project, structure_tensor="fastfilters").features(raw)
+    ours = PixelClassifier(project, engine="fastfilters").features(raw)
     assert_features_close(ours, ref, project.feature_names)
     st = [i for i, n in enumerate(project.feature_names) if n.startswith("Structure Tensor")]
     vigra_st = PixelClassifier(project).features(raw)[..., st]

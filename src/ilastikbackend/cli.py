@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from ilastikbackend.core.engines import ENGINES
 from ilastikbackend.log import configure_logging, log_event
 from ilastikbackend.services.web import base_url
 
@@ -110,13 +111,16 @@ def _load_project(args):
 def _classifier(args, project, spatial_shape):
     """The project's classifier for a dataset of this spatial shape, or a start-up error."""
     from ilastikbackend.core import PixelClassifier
+    from ilastikbackend.core.engines import resolve_engine
 
+    choice = args.engine_choice = resolve_engine(project.ilastik_version, args.feature_engine)
+    log_event("feature_engine", engine=choice.name, reason=choice.reason)
     if len(spatial_shape) != project.spatial_ndim:
         _fail(f"the project was trained on {project.spatial_ndim}D data ({project.raw_axes or '?'}), "
               f"the dataset is {len(spatial_shape)}D")  # fmt: skip
     try:
         z_size = int(spatial_shape[0]) if len(spatial_shape) == 3 else None
-        return PixelClassifier(project, z_size=z_size, structure_tensor=args.structure_tensor)
+        return PixelClassifier(project, z_size=z_size, engine=choice.name)
     except ValueError as err:
         _fail(f"cannot serve {args.project}: {err}")
 
@@ -144,11 +148,11 @@ def _project_args(p: argparse.ArgumentParser) -> None:
         "--blocksize", type=int, default=None, help="block edge length in pixels (default 256 for 2D, 64 for 3D)"
     )
     p.add_argument(
-        "--structure-tensor",
-        choices=("vigra", "fastfilters"),
-        default="vigra",
-        help="vigra's structure tensor, or the variant of ilastik's fastfilters backend, which swaps "
-        "inner and outer scale (default vigra)",
+        "--feature-engine",
+        choices=tuple(ENGINES),
+        default=None,
+        help="whose arithmetic computes the features: vigra (ilastik < 1.3) or fastfilters (ilastik >= 1.3); "
+        "default: from the ilastik version saved in the project",
     )
     p.add_argument("--clear-cache", action="store_true", help="drop this project's cached blocks at start-up")
 
@@ -211,7 +215,7 @@ def _pixelclassification_app(args, project, classifier, cache, tasks, info):
         setup = make_setup(
             project, info, dataprovider_url=base_url(args.dataprovider_ip),
             project_url=f"{_advertised(args)}/project/ilp", blocksize=args.blocksize,
-            structure_tensor=args.structure_tensor, halo=classifier.halo,
+            feature_engine=classifier.engine, halo=classifier.halo,
         )  # fmt: skip
     except SystemExit as err:
         _fail(str(err))
@@ -222,7 +226,8 @@ def _pixelclassification_app(args, project, classifier, cache, tasks, info):
     log_event("serving_project", project=project.path, hash=project.content_hash[:12], version=project.ilastik_version,
               classes=project.num_classes, blocks=predictor.blocking.num_blocks,
               block_shape="x".join(map(str, setup.block_shape)), halo=setup.halo[0])  # fmt: skip
-    return create_app(classifier, predictor, max_roi_voxels=args.max_roi_voxels)
+    return create_app(classifier, predictor, max_roi_voxels=args.max_roi_voxels,
+                      engine_reason=args.engine_choice.reason)  # fmt: skip
 
 
 def pixelclassification_main(argv=None) -> None:
@@ -379,7 +384,7 @@ def demo_main(argv=None) -> None:
     ns = p.parse_args(argv)
     args = argparse.Namespace(
         raw_data_file=os.path.join(ns.seed_dir, "raw.h5"), raw_data_path="exported_data", raw_data_axes=None,
-        project=os.path.join(ns.seed_dir, "pc.ilp"), blocksize=None, structure_tensor="vigra", clear_cache=False,
+        project=os.path.join(ns.seed_dir, "pc.ilp"), blocksize=None, feature_engine=None, clear_cache=False,
         host="127.0.0.1", dataprovider_port=9000, pixelclassification_port=8888, gateway_port=8080, threads=48,
         max_roi_voxels=1 << 26, verbose=False, redis_url=None, amqp_url=None, queue="ilastik.blocks",
         workers=os.cpu_count() or 1, cache_mib=1024, lease_seconds=120.0, timeout_seconds=600.0,

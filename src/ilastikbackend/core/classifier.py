@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ilastikbackend import _core
+from ilastikbackend.core.engines import ENGINES, resolve_engine
 from ilastikbackend.core.project import Project
 
-STRUCTURE_TENSORS = ("vigra", "fastfilters")
 _NATIVE_DTYPES = (np.uint8, np.uint16, np.float32)
 
 
@@ -35,9 +35,9 @@ class PixelClassifier:
     z_size : int, optional
         Depth of the 3D dataset that will be served. ilastik filters a scale column per
         z-slice when the volume is too thin for its kernels; ``None`` means deep enough.
-    structure_tensor : {"vigra", "fastfilters"}
-        ``"vigra"`` computes the structure tensor like vigra; ``"fastfilters"`` like ilastik's
-        fastfilters backend, which swaps inner and outer scale (ILASTIK-SEMANTICS.md 3.8).
+    engine : {"vigra", "fastfilters"}, optional
+        The feature engine (see :mod:`ilastikbackend.core.engines`): the library whose arithmetic
+        the project's forests were trained on. Default: chosen from the project's ilastik version.
 
     Notes
     -----
@@ -46,15 +46,17 @@ class PixelClassifier:
     ilastik does. The core releases the GIL, so blocks can be predicted on threads.
     """
 
-    def __init__(self, project: Project, *, z_size: int | None = None, structure_tensor: str = "vigra"):
-        if structure_tensor not in STRUCTURE_TENSORS:
-            raise ValueError(f"structure_tensor must be one of {STRUCTURE_TENSORS}, not {structure_tensor!r}")
+    def __init__(self, project: Project, *, z_size: int | None = None, engine: str | None = None):
+        if engine is None:
+            engine = resolve_engine(project.ilastik_version).name
+        if engine not in ENGINES:
+            raise ValueError(f"feature engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.project = project
-        self.structure_tensor = structure_tensor
+        self.engine = engine
         self.spatial_ndim = project.spatial_ndim
         self.input_channels = project.input_channels
         zs = 1 if self.spatial_ndim == 2 else (z_size if z_size is not None else 1 << 20)
-        self.plan = _core.FeaturePlan(project.feature_selection.requests(zs), structure_tensor)
+        self.plan = _core.FeaturePlan(project.feature_selection.requests(zs), engine)
         self.num_classes = project.num_classes
         ensemble = build_ensemble(project)
         self.core = _core.PixelClassifierCore(self.plan, ensemble)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ilastikbackend.broker import BlockCache, TaskQueue
 from ilastikbackend.core import Blocking
+from ilastikbackend.core.engines import ENGINE_VERSIONS
 from ilastikbackend.roi import Roi
 from ilastikbackend.services.web import ApiError, log_event
 
@@ -44,7 +45,7 @@ class PredictionSetup:
     block_shape: tuple[int, ...]
     halo: tuple[int, ...]
     num_classes: int
-    structure_tensor: str = "vigra"
+    feature_engine: str = "vigra"  # see ilastikbackend.core.engines
 
     @classmethod
     def from_info(cls, info: dict) -> PredictionSetup:
@@ -55,7 +56,8 @@ class PredictionSetup:
     @property
     def key_prefix(self) -> str:
         shape = "x".join(map(str, self.block_shape))
-        return f"ilb:{KEY_VERSION}:{self.project_hash[:24]}:{self.structure_tensor}:{self.dataset_id}:{shape}:"
+        engine = f"{self.feature_engine}{ENGINE_VERSIONS[self.feature_engine]}"
+        return f"ilb:{KEY_VERSION}:{self.project_hash[:24]}:{engine}:{self.dataset_id}:{shape}:"
 
 
 class BlockPredictor:
@@ -76,7 +78,7 @@ class BlockPredictor:
         ob, oe, ib, ie = self.blocking.block_with_halo(block_id, list(s.halo))
         return {
             "key": self.key(block_id), "block_id": block_id, "project_hash": s.project_hash,
-            "project_url": s.project_url, "structure_tensor": s.structure_tensor, "dataset_id": s.dataset_id,
+            "project_url": s.project_url, "feature_engine": s.feature_engine, "dataset_id": s.dataset_id,
             "dataset_shape": list(s.dataset_shape), "dataprovider_url": s.dataprovider_url,
             "outer_begin": ob, "outer_end": oe, "inner_begin": ib, "inner_end": ie, "lease_seconds": self.lease_seconds,
         }  # fmt: skip

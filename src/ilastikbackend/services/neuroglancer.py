@@ -31,7 +31,7 @@ def _state():
 def keys(setup) -> dict[str, str]:
     return {
         "raw": f"d{setup.dataset_id}",
-        "prediction": f"p{setup.project_hash[:16]}-{setup.structure_tensor}-{setup.dataset_id}",
+        "prediction": f"p{setup.project_hash[:16]}-{setup.feature_engine}-{setup.dataset_id}",
     }
 
 

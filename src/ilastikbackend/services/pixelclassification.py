@@ -39,7 +39,7 @@ def dataset_info(dataprovider_url: str, wait_seconds: float = 60.0) -> dict:
 
 
 def make_setup(project: Project, info: dict, *, dataprovider_url: str, project_url: str, blocksize: int | None,
-               structure_tensor: str, halo: tuple[int, ...]) -> PredictionSetup:  # fmt: skip
+               feature_engine: str, halo: tuple[int, ...]) -> PredictionSetup:  # fmt: skip
     """Check that the dataset fits the project, and fix blocking and cache identity."""
     spatial = tuple(int(s) for s in info["spatial_shape"])
     if len(spatial) != project.spatial_ndim:
@@ -54,7 +54,7 @@ def make_setup(project: Project, info: dict, *, dataprovider_url: str, project_u
     return PredictionSetup(
         project_hash=project.content_hash, project_url=project_url, dataset_id=info["dataset_id"],
         dataset_shape=spatial, dataprovider_url=dataprovider_url, block_shape=(size,) * len(spatial), halo=halo,
-        num_classes=project.num_classes, structure_tensor=structure_tensor,
+        num_classes=project.num_classes, feature_engine=feature_engine,
     )  # fmt: skip
 
 
@@ -127,6 +127,7 @@ def prediction_info():
         "label_names": list(project.label_names),
         "label_colors": [list(c) for c in project.label_colors],
         "ilastik_version": project.ilastik_version,
+        "feature_engine_reason": current_app.config["ENGINE_REASON"],
         "feature_names": list(project.feature_names),
     })  # fmt: skip
 
@@ -171,6 +172,7 @@ SPEC = openapi(
 )  # fmt: skip
 
 
-def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_roi_voxels: int = 1 << 26) -> Flask:
+def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_roi_voxels: int = 1 << 26,
+               engine_reason: str = "") -> Flask:  # fmt: skip
     return make_app("pixelclassification", [bp], SPEC, PROJECT=classifier.project, CLASSIFIER=classifier,
-                    PREDICTOR=predictor, MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip
+                    PREDICTOR=predictor, MAX_ROI_VOXELS=max_roi_voxels, ENGINE_REASON=engine_reason)  # fmt: skip

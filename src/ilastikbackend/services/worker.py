@@ -34,16 +34,16 @@ class ClassifierRegistry:
         self._download_dir = download_dir or tempfile.mkdtemp(prefix="ilastikbackend-projects-")
 
     @staticmethod
-    def _key(project, structure_tensor: str, dataset_shape) -> tuple:
+    def _key(project, engine: str, dataset_shape) -> tuple:
         # 3D classifiers depend on the volume's depth (thin volumes are filtered per slice).
         z = None if project.spatial_ndim == 2 else int(dataset_shape[0])
-        return (project.content_hash, structure_tensor, z)
+        return (project.content_hash, engine, z)
 
     def add(self, classifier: PixelClassifier, dataset_shape) -> None:
         """Serve tasks for this classifier's project without loading it again."""
         project = classifier.project
         self._projects[project.content_hash] = project
-        self._classifiers[self._key(project, classifier.structure_tensor, dataset_shape)] = classifier
+        self._classifiers[self._key(project, classifier.engine, dataset_shape)] = classifier
 
     def _project(self, project_hash: str, url: str):
         if project_hash in self._projects:
@@ -64,10 +64,10 @@ class ClassifierRegistry:
     def get(self, task: dict) -> PixelClassifier:
         with self._lock:
             project = self._project(task["project_hash"], task["project_url"])
-            key = self._key(project, task["structure_tensor"], task["dataset_shape"])
+            key = self._key(project, task["feature_engine"], task["dataset_shape"])
             clf = self._classifiers.get(key)
             if clf is None:
-                clf = PixelClassifier(project, z_size=key[2], structure_tensor=task["structure_tensor"])
+                clf = PixelClassifier(project, z_size=key[2], engine=task["feature_engine"])
                 self._classifiers[key] = clf
             return clf
 
