@@ -3,13 +3,13 @@ FROM python:3.11-slim
 
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# Exactly the versions the tests ran with (scripts/lock.sh).
+COPY requirements.lock .
+RUN pip install --no-cache-dir -r requirements.lock
 COPY . .
 # A portable build (no -march=native): the image may run on other machines than it was built on.
-# Editable, because the services run from this folder (the 2017 command lines): the compiled core
-# installed into site-packages then serves the package in /app.
-RUN pip install --no-cache-dir --no-build-isolation --config-settings=cmake.define.ILASTIKBACKEND_NATIVE=OFF -e .
+# The package is installed like any other (src layout); the 2017 launchers in /app import it from there.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation --config-settings=cmake.define.ILASTIKBACKEND_NATIVE=OFF .
 # Run as an unprivileged user.
 RUN useradd --create-home ilastik
 USER ilastik

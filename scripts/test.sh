@@ -23,9 +23,9 @@ if ! rabbitmqctl -q status >/dev/null 2>&1; then
   for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 fi
 
-python3 -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-python3 -m pip install -q -r requirements.txt
-python3 -m pip install -q --no-build-isolation -e '.[test]'
+# Exactly the pinned versions (requirements.lock, with hashes), then the package itself, editable.
+python3 -m pip install -q -r requirements.lock
+python3 -m pip install -q --no-deps --no-build-isolation -e .
 
 ruff check .
 python3 -m pytest -q "$@"
