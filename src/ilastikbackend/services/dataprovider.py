@@ -5,12 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from ilastikbackend.data import DataSource
+from ilastikbackend.errors import ApiError
 from ilastikbackend.roi import parse_roi
 from ilastikbackend.services import encoding
-from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
-from ilastikbackend.services.web import ApiError, make_app, openapi
+from ilastikbackend.services.openapi import json_response, operation, roi_operation, text
+from ilastikbackend.services.web import make_app
 
 bp = Blueprint("dataprovider", __name__)
+DESCRIPTION = ("Serves one raw dataset by region of interest. Regions use the spatial axes in (z,) y, x order; "
+               "every channel is returned, channels last.")  # fmt: skip
 
 
 def _source() -> DataSource:
@@ -18,6 +21,7 @@ def _source() -> DataSource:
 
 
 @bp.get("/raw/<fmt>/roi")
+@roi_operation("raw data of a region", 400, 413, 500, example="/raw/png/roi?extents_min=10_10&extents_max=100_150")
 def raw_roi(fmt: str):
     source = _source()
     info = source.info
@@ -37,43 +41,32 @@ def raw_roi(fmt: str):
 
 
 @bp.get("/info")
+@operation(
+    "shape, dtype, axes, channels and id of the dataset, as JSON", responses={"200": json_response("dataset info")}
+)
 def info():
     return jsonify(_source().info.as_json())
 
 
 @bp.get("/info/dtype")
+@operation("numpy dtype of the data, e.g. uint8", responses={"200": text("dtype")})
 def info_dtype():
     return Response(_source().info.dtype, mimetype="text/plain")
 
 
 @bp.get("/info/shape")
+@operation("spatial shape joined by '_', e.g. 193_185", responses={"200": text("shape")})
 def info_shape():
     return Response("_".join(map(str, _source().info.spatial_shape)), mimetype="text/plain")
 
 
 @bp.get("/info/dim")
+@operation("number of spatial axes: 2 or 3", responses={"200": text("dimensions")})
 def info_dim():
     return Response(str(_source().info.spatial_ndim), mimetype="text/plain")
 
 
-SPEC = openapi(
-    "ilastik data provider",
-    "Serves one raw dataset (HDF5) by region of interest. Regions use the spatial axes in (z,) y, x order; "
-    "every channel is returned, channels last.",
-    {
-        "/raw/{format}/roi": roi_operation(
-            "raw data of a region", 400, 413, example="/raw/png/roi?extents_min=10_10&extents_max=100_150"
-        ),
-        "/info": simple_get(
-            "shape, dtype, axes, channels and id of the dataset, as JSON", json_response("dataset info")
-        ),
-        "/info/dtype": simple_get("numpy dtype of the data, e.g. uint8", text("dtype")),
-        "/info/shape": simple_get("spatial shape joined by '_', e.g. 193_185", text("shape")),
-        "/info/dim": simple_get("number of spatial axes: 2 or 3", text("dimensions")),
-    },
-)
-
-
 def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28) -> Flask:
     """The data provider serving ``source``, and nothing else."""
-    return make_app("dataprovider", [bp], SPEC, SOURCE=source, MAX_ROI_VOXELS=max_roi_voxels)
+    return make_app("dataprovider", [bp], "ilastik data provider", DESCRIPTION, SOURCE=source,
+                    MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip

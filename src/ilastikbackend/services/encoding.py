@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from flask import Response
 
-from ilastikbackend.services.web import ApiError
+from ilastikbackend.errors import ApiError
 
 FORMATS = ("raw", "tiff", "png", "hdf5", "npy")
 MIMETYPES = {

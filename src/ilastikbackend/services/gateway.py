@@ -12,24 +12,20 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.broker import BlockCache, TaskQueue
+from ilastikbackend.errors import ApiError
+from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding, neuroglancer
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
-from ilastikbackend.services.openapi_parts import ROI_PARAMETERS, json_response, roi_operation, simple_get, text
+from ilastikbackend.services.openapi import ROI_PARAMETERS, json_response, operation, roi_operation, text
 from ilastikbackend.services.pixelclassification import prediction_response
-from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi, thread_session
+from ilastikbackend.services.web import make_app, thread_session
 
 bp = Blueprint("gateway", __name__)
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-NG_KEY = {"name": "key", "in": "path", "required": True, "description": "source key (see /neuroglancer)",
-          "schema": {"type": "string"}}  # fmt: skip
-NG_LAYER = {
-    "name": "layer",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "enum": ["raw", "prediction"]},
-}
+DESCRIPTION = ("What clients talk to: raw data and ilastik pixel classification predictions of any region. "
+               "Predictions are stitched from blocks; cached blocks are reused, missing ones computed once by the "
+               "workers.")  # fmt: skip
 _PASSED_HEADERS = ("Content-Type", "Content-Disposition", "X-Shape", "X-Dtype", "X-Axes", "X-Dataset-Id",
                    "X-Display-Range")  # fmt: skip
 
@@ -125,12 +121,24 @@ def _state() -> GatewayState:
 
 
 @bp.get("/raw/<fmt>/roi")
+@roi_operation(
+    "raw data of a region (from the data provider)",
+    400,
+    413,
+    422,
+    500,
+    503,
+    example="/raw/png/roi?extents_min=10_10&extents_max=100_150",
+)
 def raw_roi(fmt: str):
     encoding.check_format(fmt)
     return _state().forward(f"/raw/{fmt}/roi")
 
 
 @bp.get("/raw/info/<what>")
+@operation("dtype, spatial shape (joined by '_') or number of spatial axes of the raw data, as text",
+           responses={"200": text("dtype, shape or dim")}, errors=(404, 503),
+           path={"what": {"schema": {"type": "string", "enum": ["dtype", "shape", "dim"]}}})  # fmt: skip
 def raw_info(what: str):
     if what not in ("dtype", "shape", "dim"):
         raise ApiError(404, f"unknown raw info '{what}': use dtype, shape or dim")
@@ -138,6 +146,15 @@ def raw_info(what: str):
 
 
 @bp.get("/prediction/<fmt>/roi")
+@roi_operation(
+    "class probabilities of a region; PNG blends the project's label colours, channel=k shows class k",
+    400,
+    413,
+    502,
+    503,
+    504,
+    example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
+)
 def prediction_roi(fmt: str):
     encoding.check_format(fmt)
     predictor, info = _state().predictor()
@@ -146,18 +163,28 @@ def prediction_roi(fmt: str):
 
 
 @bp.get("/prediction/info/numclasses")
+@operation("number of classes", responses={"200": text("a number")}, errors=(503,))
 def numclasses():
     predictor, _ = _state().predictor()
     return Response(str(predictor.setup.num_classes), mimetype="text/plain")
 
 
 @bp.get("/prediction/info")
+@operation(
+    "blocking, project and dataset identity, feature engine, label names and colours",
+    responses={"200": json_response("prediction setup")},
+    errors=(503,),
+)
 def prediction_info():
     _, info = _state().predictor()
     return jsonify(info)
 
 
 @bp.get("/viewer")
+@operation(
+    "a browser viewer: slices of the raw data with the prediction overlay",
+    responses={"200": {"description": "HTML page", "content": {"text/html": {}}}},
+)
 def viewer():
     """The browser viewer (one self-contained page; it reads tiles from this gateway)."""
     page = os.path.join(os.path.dirname(__file__), "static", "viewer.html")
@@ -165,6 +192,11 @@ def viewer():
 
 
 @bp.post("/export")
+@operation("start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr",
+           responses={"202": json_response("the job's status; poll /export/{job_id}")}, errors=(400, 503),
+           query=[{"name": "format", "in": "query", "required": False, "description": "hdf5 (default) or zarr",
+                   "schema": {"type": "string", "enum": list(EXPORT_FORMATS)}},
+                  {**ROI_PARAMETERS[0], "required": False}, {**ROI_PARAMETERS[1], "required": False}])  # fmt: skip
 def export_start():
     """Start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr."""
     state = _state()
@@ -183,6 +215,7 @@ def export_start():
 
 
 @bp.get("/export")
+@operation("all export jobs", responses={"200": json_response("job list", {"type": "array"})})
 def export_list():
     return jsonify([job.status() for job in _state().exports.all()])
 
@@ -195,11 +228,17 @@ def _job(job_id: str):
 
 
 @bp.get("/export/<job_id>")
+@operation("progress of an export job", responses={"200": json_response("job status")}, errors=(404,))
 def export_status(job_id: str):
     return jsonify(_job(job_id).status())
 
 
 @bp.delete("/export/<job_id>")
+@operation(
+    "cancel a running export, or delete a finished one and its file",
+    responses={"200": json_response("job status")},
+    errors=(404,),
+)
 def export_cancel(job_id: str):
     """Cancel a running export, or delete a finished one and its file."""
     job = _job(job_id)
@@ -208,6 +247,11 @@ def export_cancel(job_id: str):
 
 
 @bp.get("/export/<job_id>/result")
+@operation(
+    "the exported file (HDF5) or a zip of the Zarr folder",
+    errors=(404, 409),
+    responses={"200": {"description": "the export", "content": {"application/x-hdf5": {}, "application/zip": {}}}},
+)
 def export_result(job_id: str):
     job = _job(job_id)
     if job.state != "done":
@@ -227,71 +271,6 @@ def export_result(job_id: str):
                     headers={"Content-Disposition": f"attachment; filename={job_id}.zarr.zip"})  # fmt: skip
 
 
-SPEC = openapi(
-    "ilastik gateway",
-    "What clients talk to: raw data and ilastik pixel classification predictions of any region. "
-    "Predictions are stitched from blocks; cached blocks are reused, missing ones computed once by the workers.",
-    {
-        "/raw/{format}/roi": roi_operation("raw data of a region (from the data provider)", 400, 413, 503,
-                                           example="/raw/png/roi?extents_min=10_10&extents_max=100_150"),
-        "/raw/info/dtype": simple_get("numpy dtype of the raw data", text("dtype"), 503),
-        "/raw/info/shape": simple_get("spatial shape of the raw data, joined by '_'", text("shape"), 503),
-        "/raw/info/dim": simple_get("number of spatial axes", text("2 or 3"), 503),
-        "/prediction/{format}/roi": roi_operation(
-            "class probabilities of a region; PNG blends the project's label colours, channel=k shows class k",
-            400, 413, 502, 503, 504, example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
-        ),
-        "/prediction/info/numclasses": simple_get("number of classes", text("a number"), 503),
-        "/export": {
-            "post": {
-                "summary": "start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr",
-                "parameters": [
-                    {"name": "format", "in": "query", "required": False, "description": "hdf5 (default) or zarr",
-                     "schema": {"type": "string", "enum": ["hdf5", "zarr"]}},
-                    {**ROI_PARAMETERS[0], "required": False}, {**ROI_PARAMETERS[1], "required": False},
-                ],
-                "responses": {"202": json_response("the job's status; poll /export/{job_id}"),
-                              **error_responses(400, 503)},
-            },
-            "get": {"summary": "all export jobs", "responses": {"200": json_response("job list", {"type": "array"})}},
-        },
-        "/export/{job_id}": {
-            "get": {"summary": "progress of an export job", "parameters": [JOB_ID],
-                    "responses": {"200": json_response("job status"), **error_responses(404)}},
-            "delete": {"summary": "cancel a running export, or delete a finished one and its file",
-                       "parameters": [JOB_ID], "responses": {"200": json_response("job status"),
-                                                             **error_responses(404)}},
-        },
-        "/export/{job_id}/result": {
-            "get": {"summary": "the exported file (HDF5) or a zip of the Zarr folder", "parameters": [JOB_ID],
-                    "responses": {"200": {"description": "the export",
-                                          "content": {"application/x-hdf5": {}, "application/zip": {}}},
-                                  **error_responses(404, 409)}},
-        },
-        "/neuroglancer": simple_get("neuroglancer precomputed sources of raw data and predictions, and a link",
-                                    json_response("sources"), 503),
-        "/neuroglancer/{key}/{layer}/info": {
-            "get": {"summary": "precomputed info of a source", "parameters": [NG_KEY, NG_LAYER],
-                    "responses": {"200": json_response("precomputed info"), **error_responses(404, 503)}},
-        },
-        "/neuroglancer/{key}/{layer}/{scale}/{chunk}": {
-            "get": {"summary": "one chunk, raw encoding (x fastest, little endian)",
-                    "parameters": [NG_KEY, NG_LAYER,
-                                   {"name": "scale", "in": "path", "required": True, "schema": {"type": "string"}},
-                                   {"name": "chunk", "in": "path", "required": True,
-                                    "description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd",
-                                    "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "chunk bytes",
-                                          "content": {"application/octet-stream": {}}},
-                                  **error_responses(400, 404, 502, 503, 504)}},
-        },
-        "/viewer": {"get": {"summary": "a browser viewer: slices of the raw data with the prediction overlay",
-                            "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}}}},
-        "/prediction/info": simple_get("blocking, project and dataset identity, label names and colours",
-                                       json_response("prediction setup"), 503),
-    },
-)  # fmt: skip
-
-
 def create_app(state: GatewayState, *, max_roi_voxels: int = 1 << 26) -> Flask:
-    return make_app("gateway", [bp, neuroglancer.bp], SPEC, STATE=state, MAX_ROI_VOXELS=max_roi_voxels)
+    return make_app("gateway", [bp, neuroglancer.bp], "ilastik gateway", DESCRIPTION, STATE=state,
+                    MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip

@@ -15,12 +15,17 @@ import urllib.parse
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ilastikbackend.errors import ApiError
 from ilastikbackend.roi import Roi
-from ilastikbackend.services.web import ApiError
+from ilastikbackend.services.openapi import json_response, operation
 
 bp = Blueprint("neuroglancer", __name__)
 CHUNK = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
+NG_PATH = {
+    "key": {"description": "source key (see /neuroglancer)"},
+    "layer": {"schema": {"type": "string", "enum": ["raw", "prediction"]}},
+}
 _SUPPORTED = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32"}
 
 
@@ -67,6 +72,11 @@ def _cors(response: Response) -> Response:
 
 
 @bp.get("/neuroglancer")
+@operation(
+    "neuroglancer precomputed sources of raw data and predictions, and a link",
+    responses={"200": json_response("sources")},
+    errors=(503,),
+)
 def sources():
     predictor, _ = _state().predictor()
     base = request.host_url.rstrip("/")
@@ -84,6 +94,12 @@ def sources():
 
 
 @bp.get("/neuroglancer/<key>/<layer>/info")
+@operation(
+    "precomputed info of a source",
+    responses={"200": json_response("precomputed info")},
+    errors=(404, 503),
+    path=NG_PATH,
+)
 def info(key: str, layer: str):
     predictor, _ = _layer(key, layer)
     setup = predictor.setup
@@ -97,6 +113,12 @@ def info(key: str, layer: str):
 
 
 @bp.get("/neuroglancer/<key>/<layer>/<scale>/<chunk>")
+@operation(
+    "one chunk, raw encoding (x fastest, little endian)",
+    errors=(400, 404, 502, 503, 504),
+    responses={"200": {"description": "chunk bytes", "content": {"application/octet-stream": {}}}},
+    path={**NG_PATH, "chunk": {"description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd"}},
+)
 def chunk(key: str, layer: str, scale: str, chunk: str):
     predictor, _ = _layer(key, layer)
     if scale != "s0":

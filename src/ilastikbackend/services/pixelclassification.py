@@ -9,13 +9,27 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.core import PixelClassifier, Project
+from ilastikbackend.errors import ApiError
+from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
-from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
-from ilastikbackend.services.web import ApiError, error_responses, log_event, make_app, openapi
+from ilastikbackend.services.openapi import (
+    BINARY,
+    CHANNEL_PARAMETER,
+    FORMAT_PARAMETER,
+    json_response,
+    operation,
+    roi_operation,
+    text,
+)
+from ilastikbackend.services.web import make_app
 
 bp = Blueprint("pixelclassification", __name__)
+DESCRIPTION = (
+    "Loads an ilastik Pixel Classification project, owns the blocking of the dataset and serves class "
+    "probabilities per block or per region. Missing blocks are computed once by the workers and cached."
+)
 
 DEFAULT_BLOCK_2D = 256
 DEFAULT_BLOCK_3D = 64
@@ -86,6 +100,15 @@ def _project() -> Project:
 
 
 @bp.get("/prediction/<fmt>/roi")
+@roi_operation(
+    "class probabilities of a region (channels last, one per label)",
+    400,
+    413,
+    502,
+    503,
+    504,
+    example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
+)
 def prediction_roi(fmt: str):
     encoding.check_format(fmt)
     predictor = _predictor()
@@ -94,6 +117,10 @@ def prediction_roi(fmt: str):
 
 
 @bp.get("/prediction/<fmt>/<block>")
+@operation("class probabilities of one block", responses={"200": BINARY}, errors=(400, 404, 502, 503, 504),
+           query=[CHANNEL_PARAMETER],
+           path={"fmt": FORMAT_PARAMETER, "block": {"description": "block id (C order)",
+                                                    "schema": {"type": "integer", "minimum": 0}}})  # fmt: skip
 def prediction_block(fmt: str, block: str):
     encoding.check_format(fmt)
     try:
@@ -108,16 +135,25 @@ def prediction_block(fmt: str, block: str):
 
 
 @bp.get("/prediction/numclasses")
+@operation("number of classes (label channels)", responses={"200": text("a number")})
 def numclasses():
     return Response(str(_predictor().setup.num_classes), mimetype="text/plain")
 
 
 @bp.get("/prediction/cachedblockids")
+@operation(
+    "ids of the blocks in the cache",
+    responses={"200": json_response("list of ids", {"type": "array", "items": {"type": "integer", "minimum": 0}})},
+)
 def cached_block_ids():
     return jsonify(_predictor().cached_block_ids())
 
 
 @bp.get("/prediction/info")
+@operation(
+    "blocking, project and dataset identity, feature engine, label names and colours",
+    responses={"200": json_response("prediction setup")},
+)
 def prediction_info():
     predictor, project = _predictor(), _project()
     return jsonify({
@@ -133,46 +169,13 @@ def prediction_info():
 
 
 @bp.get("/project/ilp")
+@operation("the .ilp file being served (workers download it)", responses={"200": {"description": "the project file"}})
 def project_file():
     return send_file(_project().path, mimetype="application/x-hdf5", as_attachment=True, download_name="project.ilp")
 
 
-SPEC = openapi(
-    "ilastik pixel classification service",
-    "Loads an ilastik Pixel Classification project, owns the blocking of the dataset and serves class "
-    "probabilities per block or per region. Missing blocks are computed once by the workers and cached.",
-    {
-        "/prediction/{format}/roi": roi_operation(
-            "class probabilities of a region (channels last, one per label)", 400, 413, 502, 503, 504,
-            example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
-        ),
-        "/prediction/{format}/{blockIdx}": {
-            "get": {
-                "summary": "class probabilities of one block",
-                "parameters": [
-                    roi_operation("")["get"]["parameters"][0],
-                    {"name": "blockIdx", "in": "path", "required": True, "description": "block id (C order)",
-                     "schema": {"type": "integer", "minimum": 0}},
-                    roi_operation("")["get"]["parameters"][-1],
-                ],
-                "responses": {"200": roi_operation("")["get"]["responses"]["200"],
-                              **error_responses(400, 404, 502, 503, 504)},
-            }
-        },
-        "/prediction/numclasses": simple_get("number of classes (label channels)", text("a number")),
-        "/prediction/cachedblockids": simple_get(
-            "ids of the blocks in the cache",
-            json_response("list of ids", {"type": "array", "items": {"type": "integer", "minimum": 0}}),
-        ),
-        "/prediction/info": simple_get("blocking, project and dataset identity, label names and colours",
-                                       json_response("prediction setup")),
-        "/project/ilp": simple_get("the .ilp file being served (workers download it)",
-                                   {"description": "the project file"}),
-    },
-)  # fmt: skip
-
-
 def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_roi_voxels: int = 1 << 26,
                engine_reason: str = "") -> Flask:  # fmt: skip
-    return make_app("pixelclassification", [bp], SPEC, PROJECT=classifier.project, CLASSIFIER=classifier,
-                    PREDICTOR=predictor, MAX_ROI_VOXELS=max_roi_voxels, ENGINE_REASON=engine_reason)  # fmt: skip
+    return make_app("pixelclassification", [bp], "ilastik pixel classification service", DESCRIPTION,
+                    PROJECT=classifier.project, CLASSIFIER=classifier, PREDICTOR=predictor,
+                    MAX_ROI_VOXELS=max_roi_voxels, ENGINE_REASON=engine_reason)  # fmt: skip

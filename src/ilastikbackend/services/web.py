@@ -8,11 +8,12 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, redirect, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
 from ilastikbackend.errors import ApiError, quote_input  # noqa: F401 - re-exported for the services
 from ilastikbackend.log import log, log_event
+from ilastikbackend.services.openapi import build_spec, json_response, operation, undocumented
 
 _thread_local = threading.local()
 
@@ -51,30 +52,35 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify({"error": f"internal error: {type(err).__name__}", "status": 500}), 500
 
 
-def make_app(name: str, blueprints: list[Blueprint], spec: dict, **config: Any) -> Flask:
-    """A service: its blueprints, /doc and /openapi.json, the JSON error handler, request logs."""
+def make_app(name: str, blueprints: list[Blueprint], title: str, description: str, **config: Any) -> Flask:
+    """A service: its blueprints, /doc and /openapi.json (generated from the routes), the JSON error
+    handler, request logs."""
     app = Flask(name)
     app.config.update(config)
     for bp in blueprints:
         app.register_blueprint(bp)
-    app.register_blueprint(docs_blueprint(spec))
-    app.add_url_rule("/", "root", lambda: redirect("doc"))  # someone opening the bare address lands on the docs
+    app.register_blueprint(docs_blueprint())
+    app.add_url_rule("/", "root", undocumented(lambda: redirect("doc")))  # the bare address lands on the docs
     register_error_handlers(app)
     timed(app)
+    app.config["OPENAPI"] = build_spec(app, title, description)
     return app
 
 
-def docs_blueprint(spec: dict) -> Blueprint:
+def docs_blueprint() -> Blueprint:
     """``/openapi.json`` and a self-contained human-readable ``/doc`` page (no CDN assets)."""
     bp = Blueprint("docs", __name__)
 
     @bp.get("/openapi.json")
-    def openapi():
-        return jsonify(spec)
+    @operation("this API's OpenAPI 3 document", responses={"200": json_response("OpenAPI document")})
+    def openapi_document():
+        return jsonify(current_app.config["OPENAPI"])
 
     @bp.get("/doc")
+    @operation("this API described for people (HTML)",
+               responses={"200": {"description": "HTML page", "content": {"text/html": {}}}})  # fmt: skip
     def doc():
-        return Response(render_doc(spec), mimetype="text/html")
+        return Response(render_doc(current_app.config["OPENAPI"]), mimetype="text/html")
 
     return bp
 
@@ -150,31 +156,3 @@ def base_url(address: str) -> str:
     if "://" not in address:
         address = "http://" + address
     return address
-
-
-def openapi(title: str, description: str, paths: dict) -> dict:
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": title, "version": "0.1.0", "description": description},
-        "paths": paths,
-        "components": {"schemas": {"Error": ERROR_SCHEMA}},
-    }
-
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
-    "required": ["error", "status"],
-}
-
-
-def error_responses(*codes: int) -> dict:
-    texts = {400: "bad request", 404: "not found", 413: "region too large", 500: "internal error",
-             502: "block computation failed", 503: "backend unavailable", 504: "timed out"}  # fmt: skip
-    return {
-        str(c): {
-            "description": texts.get(c, "error"),
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-        for c in codes
-    }
