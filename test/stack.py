@@ -58,12 +58,13 @@ def forget_queue(amqp_url: str, queue: str) -> None:
 class Service:
     """One service process; its output goes to a log file that failures print."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path, url: str | None = None):
+    def __init__(self, name: str, argv: list[str], log_dir: Path, url: str | None = None,
+                 env: dict[str, str] | None = None):  # fmt: skip
         self.name = name
         self.url = url
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)  # fmt: skip
 
@@ -117,6 +118,7 @@ class Stack:
         self.redis_url, self.amqp_url = redis_url, amqp_url
         ports = [free_port() for _ in range(3)]
         self.dataprovider_url, self.pixelclassification_url, self.gateway_url = (f"http://127.0.0.1:{p}" for p in ports)
+        self.project_token = uuid.uuid4().hex  # workers download the project with it
         backend = ["--redis-url", redis_url, "--amqp-url", amqp_url, "--queue", self.queue] if distributed else []
         extra = extra or []
         try:
@@ -147,6 +149,8 @@ class Stack:
                     "--blocksize",
                     str(blocksize),
                     "--clear-cache",
+                    "--project-download-token",
+                    self.project_token,
                     *backend,
                     *extra,
                 ],
@@ -154,7 +158,8 @@ class Stack:
             )
             self._start("gateway", ["ilastikgateway.py", "--dataprovider-ip", f"127.0.0.1:{ports[0]}",
                                     "--pixelclassification-ip", f"127.0.0.1:{ports[1]}", "--port", str(ports[2]),
-                                    *backend, *extra], self.gateway_url)  # fmt: skip
+                                    "--project-download-token", self.project_token, *backend, *extra],
+                        self.gateway_url)  # fmt: skip
             if distributed:
                 for _ in range(workers):
                     self.add_worker()
@@ -179,6 +184,8 @@ class Stack:
                 self.amqp_url,
                 "--queue",
                 self.queue,
+                "--project-download-token",
+                self.project_token,
                 *(extra or []),
             ],
             None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -15,14 +16,42 @@ from test_services_e2e import colour_blend, decode
 
 from ilastikbackend.core import PixelClassifier, load_project
 
+ENV_FILE = "REDIS_PASSWORD=pw-redis\nRABBITMQ_USER=ilastik\nRABBITMQ_PASSWORD=pw-rabbit\nPROJECT_TOKEN=tok\n"
 
-def test_compose_file_is_valid():
-    r = subprocess.run(["docker-compose", "config", "-q"], cwd=REPO, capture_output=True, text=True)
+
+def compose_config(tmp_path, env_text: str | None) -> subprocess.CompletedProcess:
+    """``docker-compose config`` with the given .env contents (None: no .env at all)."""
+    args = ["docker-compose"]
+    if env_text is not None:
+        env = tmp_path / "compose.env"
+        env.write_text(env_text)
+        args += ["--env-file", str(env)]
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_PASSWORD", "RABBITMQ_USER",
+                                                              "RABBITMQ_PASSWORD", "PROJECT_TOKEN")}  # fmt: skip
+    return subprocess.run(args + ["config"], cwd=REPO, capture_output=True, text=True, env=clean)
+
+
+def test_compose_file_is_valid_with_credentials(tmp_path):
+    r = compose_config(tmp_path, ENV_FILE)
     assert r.returncode == 0, r.stderr
+    spec = yaml.safe_load(r.stdout)["services"]
+    assert "--requirepass" in spec["redis"]["command"] and "pw-redis" in spec["redis"]["command"]
+    assert spec["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"] == "pw-rabbit"
+    assert spec["worker"]["environment"]["ILASTIKBACKEND_AMQP_URL"] == "amqp://ilastik:pw-rabbit@rabbitmq:5672/%2F"
+
+
+@pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "RABBITMQ_PASSWORD", "PROJECT_TOKEN"])
+def test_compose_refuses_to_start_without_credentials(tmp_path, missing):
+    env = "".join(line + "\n" for line in ENV_FILE.splitlines() if not line.startswith(missing))
+    r = compose_config(tmp_path, env)
+    assert r.returncode != 0 and f"create .env with {missing}" in r.stderr
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "guest" not in text and "amqp://" not in text.split("ILASTIKBACKEND_AMQP_URL")[0]
 
 
 def test_compose_commands_serve_the_seed(tmp_path, seed_project_path, seed_raw):
-    spec = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    r = compose_config(tmp_path, ENV_FILE)
+    spec = yaml.safe_load(r.stdout)["services"]
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(seed_project_path, data / "pc.ilp")
@@ -31,28 +60,33 @@ def test_compose_commands_serve_the_seed(tmp_path, seed_project_path, seed_raw):
     compose_ports = {"dataprovider": "9000", "pixelclassification": "8888", "gateway": "8080"}
     queue = f"ilastik.compose.{uuid.uuid4().hex[:8]}"
 
-    def local(name: str) -> list[str]:
+    def local(name: str) -> tuple[list[str], dict[str, str]]:
         argv = []
         for arg in spec[name]["command"][1:]:  # drop "python"
             arg = arg.replace("/data/", f"{data}/")
-            arg = arg.replace("redis://redis:6379/0", REDIS_URL).replace(
-                "amqp://guest:guest@rabbitmq:5672/%2F", AMQP_URL
-            )
             for other, port in ports.items():
                 arg = arg.replace(f"{other}:{compose_ports[other]}", f"127.0.0.1:{port}")
             argv.append("127.0.0.1" if arg == "0.0.0.0" else arg)
         if "--port" in argv:
             argv[argv.index("--port") + 1] = str(ports[name])
-        return argv + (["--queue", queue] if "--amqp-url" in argv else [])
+        env = dict(spec[name]["environment"])
+        assert env["ILASTIKBACKEND_REDIS_URL"] == "redis://:pw-redis@redis:6379/0"
+        # The same stack, against this machine's Redis and RabbitMQ, on a queue of its own.
+        env.update(ILASTIKBACKEND_REDIS_URL=REDIS_URL, ILASTIKBACKEND_AMQP_URL=AMQP_URL)
+        return argv + ["--queue", queue], env
 
     services = []
     try:
         for name in ("dataprovider", "pixelclassification", "gateway"):
-            s = Service(name, local(name), tmp_path, f"http://127.0.0.1:{ports[name]}")
+            argv, env = local(name)
+            if name == "dataprovider":
+                argv = argv[:-2]  # no queue there
+            s = Service(name, argv, tmp_path, f"http://127.0.0.1:{ports[name]}", env=env)
             services.append(s)
             s.wait_ready()
         for i in range(2):  # docker compose up --scale worker=2
-            s = Service(f"worker{i}", local("worker"), tmp_path)
+            argv, env = local("worker")
+            s = Service(f"worker{i}", argv, tmp_path, env=env)
             services.append(s)
             s.wait_ready()
         r = requests.get(f"http://127.0.0.1:{ports['gateway']}/prediction/png/roi?extents_min=10_10&extents_max=100_150",

@@ -8,12 +8,14 @@ QUOTE_LIMIT = 64
 
 
 class ApiError(Exception):
-    """An error answered as JSON: ``{"error": message, "status": status, ...details}``."""
+    """An error answered as JSON: ``{"error": message, "status": status, ...details}``; ``headers`` are
+    sent with it (e.g. ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str, **details: Any):
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, **details: Any):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
         self.details = details
 
 

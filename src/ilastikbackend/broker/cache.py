@@ -16,6 +16,12 @@ from ilastikbackend.log import log_event
 
 DONE_CHANNEL = "ilb:done"
 RECENT = 10000  # announcements remembered for announced_since()
+# An error announced on DONE_CHANNEL (when Redis is too full to store it): "<marker><key>\n<message>".
+ERROR_MARKER = "!error!"
+
+
+class CacheFullError(ConnectionError):
+    """The cache cannot store anything more right now (Redis over maxmemory with nothing evictable)."""
 
 
 class BlockCache(ABC):
@@ -56,6 +62,13 @@ class BlockCache(ABC):
         """Return once an announcement arrived after ``seen`` was read, or after ``timeout`` seconds."""
         with self._cond:
             self._cond.wait_for(lambda: self._generation != seen, timeout)
+
+    def announced_keys_since(self, seen: int) -> set[str] | None:
+        """The keys announced after generation ``seen``; None when that is no longer known."""
+        with self._cond:
+            if self._generation - seen > len(self._recent):
+                return None
+            return {key for gen, key in self._recent if gen > seen}
 
     def announced_since(self, seen: int, keys: set[str]) -> bool:
         """Whether any of ``keys`` was announced (result or error) after generation ``seen``.
@@ -190,11 +203,15 @@ class RedisBlockCache(BlockCache):
     (``maxmemory`` + ``allkeys-lru``): an evicted block is simply computed again.
     """
 
-    def __init__(self, url: str, retry_seconds: float = 60.0):
+    def __init__(self, url: str, retry_seconds: float = 60.0, full_seconds: float = 5.0):
         import redis
 
         self.url = url
         self.retry_seconds = retry_seconds
+        # A full Redis (maxmemory with noeviction, or nothing evictable) rarely frees up by itself: after
+        # this long, operations fail with CacheFullError instead of waiting for the restart deadline.
+        self.full_seconds = full_seconds
+        self._heard_errors: dict[str, tuple[str, float]] = {}
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         self._cond = threading.Condition()
         self._generation = 0
@@ -206,15 +223,19 @@ class RedisBlockCache(BlockCache):
     def _call(self, what: str, fn):
         import redis
 
-        deadline = time.monotonic() + self.retry_seconds
+        start = time.monotonic()
         delay = 0.05
         while True:
             try:
                 return fn(self._redis)
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.OutOfMemoryError) as err:
-                # OutOfMemoryError: over maxmemory with nothing evictable right now (e.g. large replies
-                # still buffered for readers); memory frees up as they drain.
-                if time.monotonic() > deadline:
+                # OutOfMemoryError: over maxmemory with nothing evictable right now; it may pass (large replies
+                # still buffered for readers drain), but a Redis that stays full is reported within seconds.
+                waited = time.monotonic() - start
+                if isinstance(err, redis.OutOfMemoryError) and waited > self.full_seconds:
+                    raise CacheFullError(f"the block cache (Redis at {self.url}) is full: {err} (give it more "
+                                         "memory, or let it evict: maxmemory-policy allkeys-lru)") from err  # fmt: skip
+                if waited > self.retry_seconds:
                     raise ConnectionError(f"Redis at {self.url} unavailable during {what}: {err}") from err
                 log_event("redis_retry", level=30, operation=what, error=type(err).__name__, delay=delay)
                 time.sleep(delay)
@@ -234,7 +255,7 @@ class RedisBlockCache(BlockCache):
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         data = message["data"]
-                        self._announce(data.decode() if isinstance(data, bytes) else str(data))
+                        self._heard(data.decode() if isinstance(data, bytes) else str(data))
             except (redis.RedisError, OSError, ValueError):
                 # Waiters poll as well, so missing announcements while reconnecting only delays them.
                 if self._closed.is_set():
@@ -247,6 +268,16 @@ class RedisBlockCache(BlockCache):
                         pubsub.close()
                     except (redis.RedisError, OSError, ValueError):
                         pass
+
+    def _heard(self, message: str) -> None:
+        if message.startswith(ERROR_MARKER):  # an error that could not be stored: keep it here for a while
+            key, _, text = message[len(ERROR_MARKER) :].partition("\n")
+            with self._cond:
+                now = time.monotonic()
+                self._heard_errors = {k: v for k, v in self._heard_errors.items() if v[1] > now}
+                self._heard_errors[key] = (text, now + 30.0)
+            message = key
+        self._announce(message)
 
     def get_many(self, keys):
         if not keys:
@@ -271,13 +302,29 @@ class RedisBlockCache(BlockCache):
             pipe.publish(DONE_CHANNEL, key)
             pipe.execute()
 
-        self._call("put_error", op)
+        try:
+            self._call("put_error", op)
+        except CacheFullError:
+            # Too full to store even the error: announce it (PUBLISH and DEL work on a full Redis), so
+            # waiting requests fail now with the reason instead of waiting for a lease to expire.
+            def announce(r):
+                r.delete(key + ":claim")
+                r.publish(DONE_CHANNEL, f"{ERROR_MARKER}{key}\n{message}")
+
+            self._call("announce_error", announce)
 
     def get_errors(self, keys):
         if not keys:
             return {}
         values = self._call("get_errors", lambda r: r.mget([k + ":error" for k in keys]))
-        return {k: v.decode() for k, v in zip(keys, values) if v is not None}
+        found = {k: v.decode() for k, v in zip(keys, values) if v is not None}
+        now = time.monotonic()
+        with self._cond:
+            for k in keys:
+                heard = self._heard_errors.get(k)
+                if k not in found and heard is not None and heard[1] > now:
+                    found[k] = heard[0]
+        return found
 
     def claim(self, key, lease_seconds):
         def op(r):

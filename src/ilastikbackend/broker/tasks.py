@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from ilastikbackend.broker.cache import CacheFullError
 from ilastikbackend.log import log_event
 
 Handler = Callable[[dict], None]
@@ -25,6 +26,11 @@ DEFAULT_QUEUE = "ilastik.blocks"
 
 def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
+
+
+def retryable(err: BaseException) -> bool:
+    """Whether another attempt can help: not when the cache is full (it stays full for a while)."""
+    return not isinstance(err, CacheFullError)
 
 
 class TaskQueue(ABC):
@@ -61,6 +67,8 @@ class LocalTaskQueue(TaskQueue):
             except Exception as err:  # every failure is retried, then reported
                 message = describe(err)
                 log_event("task_failed", level=30, block=task.get("block_id"), attempt=attempt, error=message)
+                if not retryable(err):
+                    break
         log_event("task_dead", level=40, block=task.get("block_id"), error=message)
         self.on_failure(task, message)
 
@@ -223,6 +231,7 @@ class RabbitMQConsumer:
                 self.handler(task)
             except Exception as err:  # reported below, then retried or dead-lettered
                 outcome["error"] = describe(err)
+                outcome["retry"] = retryable(err)
             finally:
                 finished.set()
                 conn.add_callback_threadsafe(lambda: None)  # wake the I/O loop at once
@@ -234,7 +243,7 @@ class RabbitMQConsumer:
             channel.basic_ack(method.delivery_tag)
             return
         log_event("task_failed", level=30, block=task.get("block_id"), attempt=attempt, error=outcome["error"])
-        if attempt <= self.max_retries:
+        if attempt <= self.max_retries and outcome["retry"]:
             channel.basic_publish(
                 exchange="", routing_key=self.queue, body=body,
                 properties=pika.BasicProperties(delivery_mode=2, content_type="application/json",

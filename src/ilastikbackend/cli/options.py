@@ -7,20 +7,21 @@ import argparse
 import os
 import sys
 import threading
-import time
 
+from ilastikbackend import scratch
 from ilastikbackend.core.engines import ENGINES
-from ilastikbackend.log import log_event
+from ilastikbackend.log import configure_logging, log_event
 
 MiB = 1 << 20
 
 
-def common_args(p: argparse.ArgumentParser, port: int) -> None:
-    p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+def server_args(p: argparse.ArgumentParser) -> None:
+    """How a service listens, and what bounds it: everything but the port."""
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1; use 0.0.0.0 to accept other machines)",
+        help="address to listen on (default 127.0.0.1, this machine only; another address, e.g. 0.0.0.0, "
+        "must be given explicitly and lets other machines in: put it behind a firewall or a proxy)",
     )
     p.add_argument("--threads", type=int, default=48, help="request threads (default 48)")
     p.add_argument(
@@ -29,7 +30,43 @@ def common_args(p: argparse.ArgumentParser, port: int) -> None:
         default=1 << 26,
         help="largest region one request may ask for, in voxels (default 67108864)",
     )
+    p.add_argument(
+        "--memory-budget-mib",
+        type=int,
+        default=2048,
+        help="memory the requests in flight may hold together (default 2048); requests over it wait, "
+        "then get 503 with Retry-After",
+    )
+    p.add_argument(
+        "--max-waiting-requests", type=int, default=16, help="requests that may wait for memory (default 16)"
+    )
+    p.add_argument(
+        "--temp-dir",
+        default=None,
+        help="where this process's scratch folder goes (default $ILASTIKBACKEND_TMPDIR or the system's temp "
+        "dir); it is removed on exit",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request")
+
+
+def common_args(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+    server_args(p)
+
+
+def start(args) -> None:
+    """What every command does first: logs, the scratch folder's place, SIGTERM as a clean exit."""
+    configure_logging(getattr(args, "verbose", False))
+    scratch.configure(getattr(args, "temp_dir", None))
+    scratch.exit_on_sigterm()
+
+
+def make_budget(args):
+    from ilastikbackend.services.budget import MemoryBudget
+
+    if args.memory_budget_mib < 1:
+        fail(f"--memory-budget-mib must be positive, got {args.memory_budget_mib}")
+    return MemoryBudget(args.memory_budget_mib * MiB, max_waiting=args.max_waiting_requests)
 
 
 def backend_args(p: argparse.ArgumentParser) -> None:
@@ -37,15 +74,17 @@ def backend_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--redis-url",
         default=os.environ.get("ILASTIKBACKEND_REDIS_URL"),
-        help="Redis for the block cache, e.g. redis://127.0.0.1:6379/0 (default: in-process LRU cache)",
+        help="Redis for the block cache, redis://[:PASSWORD@]HOST:6379/0, or $ILASTIKBACKEND_REDIS_URL "
+        "(default: in-process LRU cache)",
     )
     g.add_argument(
         "--amqp-url",
         default=os.environ.get("ILASTIKBACKEND_AMQP_URL"),
-        help="RabbitMQ for block tasks, e.g. amqp://guest:guest@127.0.0.1:5672/%%2F "
+        help="RabbitMQ for block tasks, amqp://USER:PASSWORD@HOST:5672/%%2F, or $ILASTIKBACKEND_AMQP_URL "
         "(default: in-process worker pool); needs --redis-url",
     )
     g.add_argument("--queue", default="ilastik.blocks", help="RabbitMQ queue name (default ilastik.blocks)")
+    project_token_args(g)
     g.add_argument(
         "--workers",
         type=int,
@@ -64,10 +103,42 @@ def backend_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def export_dir_args(p: argparse.ArgumentParser) -> None:
+PROJECT_TOKEN_ENV = "ILASTIKBACKEND_PROJECT_TOKEN"
+
+
+def project_token_args(p) -> None:
     p.add_argument(
-        "--export-dir", default=None, help="where export jobs write their files (default: a new temporary folder)"
+        "--project-download-token",
+        default=os.environ.get(PROJECT_TOKEN_ENV),
+        help=f"a shared secret (or ${PROJECT_TOKEN_ENV}): the pixel classification service hands its project "
+        "only to workers that present it; workers (and a gateway computing in-process) download with it. "
+        "Without it the project is never handed out, and workers need --project",
     )
+
+
+def export_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("export jobs (POST /export)")
+    g.add_argument(
+        "--export-dir",
+        default=None,
+        help="where export jobs write their files (default: this process's scratch folder)",
+    )
+    g.add_argument("--export-max-jobs", type=int, default=4, help="exports queued or running at once (default 4)")
+    g.add_argument(
+        "--export-max-mib",
+        type=int,
+        default=8192,
+        help="disk the export results may use together, in MiB (default 8192)",
+    )
+    g.add_argument("--export-ttl-seconds", type=float, default=3600.0,
+                   help="how long a finished export is kept before it is deleted (default 3600)")  # fmt: skip
+
+
+def make_exports(args):
+    from ilastikbackend.services.export import ExportJobs
+
+    return ExportJobs(args.export_dir, max_active=args.export_max_jobs, max_bytes=args.export_max_mib * MiB,
+                      ttl_seconds=args.export_ttl_seconds)  # fmt: skip
 
 
 def fail(message: str) -> None:
@@ -85,7 +156,7 @@ def make_backend(args, registry=None):
     cache = open_cache(args.redis_url, args.cache_mib * MiB)
     if args.amqp_url:
         return cache, RabbitMQTaskQueue(args.amqp_url, args.queue)
-    worker = BlockWorker(cache, registry or ClassifierRegistry())
+    worker = BlockWorker(cache, registry or ClassifierRegistry(download_token=args.project_download_token))
     return cache, LocalTaskQueue(worker.handle, worker.fail, workers=args.workers)
 
 
@@ -93,9 +164,12 @@ def open_source(args):
     from ilastikbackend.data import DataSourceError, open_source
 
     try:
-        return open_source(args.raw_data_file, args.raw_data_path, args.raw_data_axes)
+        source = open_source(args.raw_data_file, args.raw_data_path, args.raw_data_axes)
     except DataSourceError as err:
         fail(str(err))
+    if 0 in source.info.shape:
+        fail(f"{args.raw_data_file}: the dataset is empty (shape {source.info.shape}, axes {source.info.axes})")
+    return source
 
 
 def load_project(args):
@@ -168,13 +242,15 @@ def make_server(app, args):
     return server
 
 
-def run_servers(servers) -> None:
+def run_servers(servers, stop: threading.Event | None = None) -> None:
+    """Serve until Ctrl-C, SIGTERM (see :func:`start`), ``stop`` being set, or a server dying."""
+    stop = stop or threading.Event()
     threads = [threading.Thread(target=s.run, daemon=True, name="http") for s in servers]
     for t in threads:
         t.start()
     try:
-        while all(t.is_alive() for t in threads):
-            time.sleep(0.5)
+        while all(t.is_alive() for t in threads) and not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,9 @@ import numpy as np
 from ilastikbackend.broker import BlockCache, TaskQueue
 from ilastikbackend.core import Blocking
 from ilastikbackend.core.engines import ENGINE_VERSIONS
+from ilastikbackend.errors import ApiError
+from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi
-from ilastikbackend.services.web import ApiError, log_event
 
 KEY_VERSION = "v1"
 
@@ -133,6 +135,8 @@ class BlockPredictor:
             pending = [b for b in block_ids if b not in result]
             self._dispatch(pending)
             reported = start
+            landed: set[str] = set()  # our keys announced as computed, not yet read
+            evictions: dict[int, int] = {}
             while pending:
                 now = time.monotonic()
                 if now - reported > 5.0:  # long requests show progress in the log
@@ -146,7 +150,10 @@ class BlockPredictor:
                 pending_keys = [keys[b] for b in pending]
                 # Look into the cache when one of our blocks was announced, or every second regardless
                 # (evictions and lost workers announce nothing); not after every other block's news.
-                ours = self.cache.announced_since(seen, set(pending_keys))
+                announced = self.cache.announced_keys_since(seen)
+                ours = announced is None or not announced.isdisjoint(pending_keys)
+                if announced:
+                    landed |= announced.intersection(pending_keys)
                 seen = now_seen
                 if not ours and time.monotonic() - checked < 1.0:
                     continue
@@ -165,6 +172,8 @@ class BlockPredictor:
                                    blocks=failed)  # fmt: skip
                 lost = [b for b, alive in zip(pending, live) if not alive and b not in result]
                 pending = [b for b in pending if b not in result]
+                self._check_evictions([b for b in lost if keys[b] in landed], evictions)
+                landed.difference_update(keys[b] for b in lost)
                 if lost:
                     log_event("blocks_reissued", level=30, blocks=lost[:10])
                     self._dispatch(lost)
@@ -172,25 +181,65 @@ class BlockPredictor:
             raise ApiError(503, f"block cache unavailable: {err}") from err
         return result
 
+    def _check_evictions(self, evicted: list[int], evictions: dict[int, int]) -> None:
+        """Blocks computed and announced, then gone before this request read them: the cache is too small
+        for the request's working set. Once is bad luck under load; twice for one block is the cache's size."""
+        for b in evicted:
+            evictions[b] = evictions.get(b, 0) + 1
+            log_event("block_evicted_before_read", level=30, block=b, times=evictions[b])
+            if evictions[b] >= 2:
+                raise ApiError(503, f"the block cache is too small for this request: block {b} was computed "
+                               f"{evictions[b]} times and evicted each time before it could be read; give the "
+                               "cache more memory (Redis maxmemory, or --cache-mib) or ask for a smaller region",
+                               block=b)  # fmt: skip
+
     def whole_block(self, roi: Roi) -> int | None:
         """The id of the block that ``roi`` is exactly, if it is one."""
         b = self.blocking.block_of_coordinate(list(roi.begin))
         lo, hi = self.blocking.block_bounds(b)
         return b if tuple(lo) == roi.begin and tuple(hi) == roi.end else None
 
+    def covered_bytes(self, roi: Roi) -> int:
+        """Bytes of the stored blocks that cover ``roi`` (what stitching it holds at most)."""
+        ids = self.blocking.blocks_in_roi(list(roi.begin), list(roi.end))
+        first, _ = self.blocking.block_bounds(ids[0])
+        _, last = self.blocking.block_bounds(ids[-1])
+        voxels = 1
+        for lo, hi in zip(first, last):
+            voxels *= hi - lo
+        return voxels * self.setup.num_classes * 4
+
+    def _paste(self, block_id: int, data: np.ndarray, roi: Roi, out: np.ndarray) -> None:
+        """Copy the part of a block inside ``roi`` into ``out`` (which covers ``roi``)."""
+        bb, be = self.blocking.block_bounds(block_id)
+        lo = [max(x, r) for x, r in zip(bb, roi.begin)]
+        hi = [min(x, r) for x, r in zip(be, roi.end)]
+        src = tuple(slice(a - o, c - o) for a, c, o in zip(lo, hi, bb))
+        dst = tuple(slice(a - o, c - o) for a, c, o in zip(lo, hi, roi.begin))
+        out[dst] = data[src]
+
     def roi(self, roi: Roi) -> np.ndarray:
         """Stitch and crop the probabilities of a region, shape ``(*roi.shape, num_classes)``."""
         ids = self.blocking.blocks_in_roi(list(roi.begin), list(roi.end))
-        blocks = self.blocks(ids)
+        encoded = self.encoded_blocks(ids)
         out = np.empty(roi.shape + (self.setup.num_classes,), np.float32)
-        for b in ids:
-            bb, be = self.blocking.block_bounds(b)
-            lo = [max(x, r) for x, r in zip(bb, roi.begin)]
-            hi = [min(x, r) for x, r in zip(be, roi.end)]
-            src = tuple(slice(a - o, c - o) for a, c, o in zip(lo, hi, bb))
-            dst = tuple(slice(a - o, c - o) for a, c, o in zip(lo, hi, roi.begin))
-            out[dst] = blocks[b][src]
+        for b in ids:  # decode one block at a time, dropping its bytes once pasted
+            self._paste(b, decode_block(encoded.pop(b)), roi, out)
         return out
+
+    def strips(self, roi: Roi, encoded: dict[int, bytes]) -> Iterator[np.ndarray]:
+        """The probabilities of ``roi`` as consecutive slabs along the first axis (one row of blocks
+        each), so a region can be answered without holding it whole; consumes ``encoded``."""
+        first_axis = self.blocking.block_shape[0]
+        start = roi.begin[0]
+        while start < roi.end[0]:
+            stop = min(roi.end[0], (start // first_axis + 1) * first_axis)
+            strip = Roi((start, *roi.begin[1:]), (stop, *roi.end[1:]))
+            out = np.empty(strip.shape + (self.setup.num_classes,), np.float32)
+            for b in self.blocking.blocks_in_roi(list(strip.begin), list(strip.end)):
+                self._paste(b, decode_block(encoded.pop(b)), strip, out)
+            yield out
+            start = stop
 
     def cached_block_ids(self) -> list[int]:
         prefix = self.setup.key_prefix

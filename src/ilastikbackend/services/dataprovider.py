@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from ilastikbackend.data import DataSource
 from ilastikbackend.errors import ApiError
-from ilastikbackend.roi import parse_roi
+from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding
+from ilastikbackend.services.budget import MemoryBudget, app_budget
 from ilastikbackend.services.openapi import json_response, operation, roi_operation, text
 from ilastikbackend.services.web import make_app
 
@@ -27,16 +29,53 @@ def raw_roi(fmt: str):
     info = source.info
     encoding.check_format(fmt)
     roi = parse_roi(request.args, info.spatial_shape, current_app.config["MAX_ROI_VOXELS"])
-    has_c = info.axes.endswith("c")
     channel = encoding.parse_channel(request.args.get("channel"), info.channels)
+    region_bytes = roi.size * info.channels * np.dtype(info.dtype).itemsize
+    streamed = fmt in encoding.STREAMED_FORMATS and region_bytes > STREAM_SLAB_BYTES
+    budget = app_budget()
+    held = budget.acquire(2 * STREAM_SLAB_BYTES if streamed else 3 * region_bytes, f"raw region {roi.query()}")
     try:
-        data = source.read(roi.begin, roi.end)
+        response = _raw_answer(source, fmt, roi, channel, region_bytes, streamed)
+    except BaseException:
+        budget.release(held)
+        raise
+    response.call_on_close(lambda: budget.release(held))
+    return response
+
+
+STREAM_SLAB_BYTES = 16 << 20  # larger regions in streamed formats are read and sent slab by slab
+
+
+def _read(source: DataSource, roi: Roi) -> np.ndarray:
+    try:
+        return source.read(roi.begin, roi.end)
     except OSError as err:  # a damaged file: say which region could not be read
         raise ApiError(500, f"reading region {roi.query()} of the raw data failed: {err}") from err
-    png, headers = (None, {})
+
+
+def _raw_answer(source: DataSource, fmt: str, roi: Roi, channel, region_bytes: int, streamed: bool) -> Response:
+    info = source.info
+    headers = {"X-Dataset-Id": info.dataset_id}
+    if streamed:
+        rows = max(1, roi.shape[0] * STREAM_SLAB_BYTES // region_bytes)
+        slabs = [Roi((b, *roi.begin[1:]), (min(b + rows, roi.end[0]), *roi.end[1:]))
+                 for b in range(roi.begin[0], roi.end[0], rows)]  # fmt: skip
+        first = _read(source, slabs[0])  # a region that cannot be read at all still gets its JSON error
+
+        def pieces():
+            yield first
+            for slab in slabs[1:]:
+                yield _read(source, slab)  # a later failure aborts the answer short of its Content-Length
+
+        shape = roi.shape + ((info.channels,) if info.axes.endswith("c") else ())
+        response = encoding.stream(pieces(), shape, info.dtype, fmt, axes=info.axes, filename="raw")
+        response.headers.update(headers)
+        return response
+    data = _read(source, roi)
+    png = None
     if fmt == "png":
-        png, headers = encoding.raw_png(data, info.spatial_ndim, has_c, channel)
-    headers["X-Dataset-Id"] = info.dataset_id
+        png, extra = encoding.raw_png(data, info.spatial_ndim, info.axes.endswith("c"), channel)
+        headers.update(extra)
     return encoding.encode(data, fmt, axes=info.axes, png=png, extra_headers=headers, filename="raw")
 
 
@@ -66,7 +105,7 @@ def info_dim():
     return Response(str(_source().info.spatial_ndim), mimetype="text/plain")
 
 
-def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28) -> Flask:
+def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28, budget: MemoryBudget | None = None) -> Flask:
     """The data provider serving ``source``, and nothing else."""
     return make_app("dataprovider", [bp], "ilastik data provider", DESCRIPTION, SOURCE=source,
-                    MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip
+                    MAX_ROI_VOXELS=max_roi_voxels, MEMORY_BUDGET=budget)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from flask import Response
@@ -101,6 +101,40 @@ def decode_raw(headers, body: bytes) -> np.ndarray:
     """The array of a 'raw' answer: C-order bytes, shape and dtype in the X-Shape / X-Dtype headers."""
     shape = tuple(int(s) for s in headers["X-Shape"].split("_"))
     return np.frombuffer(body, dtype=np.dtype(headers["X-Dtype"])).reshape(shape)
+
+
+STREAMED_FORMATS = ("raw", "npy")
+
+
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The header of a C-order ``.npy`` file of this shape and dtype (what precedes the data bytes)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def stream(
+    pieces: Iterator[np.ndarray], shape: tuple[int, ...], dtype, fmt: str, *, axes: str, filename: str = "data"
+) -> Response:
+    """Answer in a streamed format (raw or npy) from consecutive C-order pieces of an array of ``shape``,
+    so that the whole array never has to exist at once. The length is known up front."""
+    dtype = np.dtype(dtype)
+    head = npy_header(shape, dtype) if fmt == "npy" else b""
+    size = len(head) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    def body():
+        if head:
+            yield head
+        for piece in pieces:
+            yield np.ascontiguousarray(piece, dtype).tobytes()
+
+    headers = {
+        "Content-Length": str(size), "X-Shape": "_".join(map(str, shape)), "X-Dtype": str(dtype), "X-Axes": axes,
+        "Content-Disposition": f"inline; filename={filename}.{fmt}",
+    }  # fmt: skip
+    return Response(body(), mimetype=MIMETYPES[fmt], headers=headers)
 
 
 def encode(

@@ -19,7 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ilastikbackend.errors import ApiError
+from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi
+from ilastikbackend.scratch import scratch_dir
 from ilastikbackend.services.encoding import axistags
 
 EXPORT_FORMATS = ("hdf5", "zarr")
@@ -153,6 +156,16 @@ class ExportJob:
         self.started = time.time()
         self.finished: float | None = None
         self.cancel = threading.Event()
+        # Uncompressed float32 size: what the job may occupy on disk until it is done.
+        self.estimated_bytes = roi.size * num_classes * 4 + (1 << 20)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def disk_bytes(self) -> int:
+        """What the job holds on disk now (its estimate while it runs)."""
+        return self.estimated_bytes if self.active else _size_on_disk(self.path)
 
     def status(self) -> dict:
         return {
@@ -171,6 +184,7 @@ class ExportJob:
                                   tuple(predictor.setup.block_shape) + (self.num_classes,), self.axes)  # fmt: skip
         except (OSError, ValueError) as err:
             self.state, self.error, self.finished = "failed", f"cannot create {self.path}: {err}", time.time()
+            _remove(self.path)
             return
 
         def fetch(b, lo, hi):
@@ -188,9 +202,13 @@ class ExportJob:
             self.state = "failed"
             self.error = str(getattr(err, "message", err))
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as err:  # e.g. the disk filled up while flushing
+                if self.state == "done":
+                    self.state, self.error = "failed", f"cannot finish {self.path}: {err}"
             self.finished = time.time()
-            if self.state == "cancelled":
+            if self.state != "done":  # nothing half-written stays behind
                 _remove(self.path)
 
 
@@ -201,26 +219,78 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+def _size_on_disk(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
 class ExportJobs:
-    """The gateway's export jobs: started in threads, kept until deleted."""
+    """The gateway's export jobs: started in threads, bounded in number and disk, and removed (with their
+    files) ``ttl_seconds`` after they finish or when deleted.
 
-    def __init__(self, directory: str | None = None, parallel: int = 8):
-        import tempfile
+    Parameters
+    ----------
+    directory : str, optional
+        Where results are written; default a folder in this process's scratch folder (removed on exit).
+    max_active : int
+        Jobs queued or running at once; more get 429 with ``Retry-After``.
+    max_bytes : int
+        Disk the results may use together (running jobs count with their uncompressed size); a job that
+        would exceed it gets 507.
+    ttl_seconds : float
+        How long a finished job and its result are kept.
+    """
 
-        self.directory = directory or tempfile.mkdtemp(prefix="ilastikbackend-exports-")
-        os.makedirs(self.directory, exist_ok=True)
+    def __init__(self, directory: str | None = None, parallel: int = 8, *, max_active: int = 4,
+                 max_bytes: int = 8 << 30, ttl_seconds: float = 3600.0):  # fmt: skip
+        self._directory = directory
         self.parallel = parallel
+        self.max_active = max_active
+        self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
         self.jobs: dict[str, ExportJob] = {}
         self._lock = threading.Lock()
+        self._janitor = threading.Thread(target=self._expire_forever, daemon=True, name="export-janitor")
+        self._janitor.start()
+
+    @property
+    def directory(self) -> str:
+        if self._directory is None:
+            self._directory = scratch_dir("exports")
+        os.makedirs(self._directory, exist_ok=True)
+        return self._directory
 
     def start(self, predictor, fmt: str, roi: Roi, num_classes: int, spatial_axes: str) -> ExportJob:
+        self.expire()
         job = ExportJob(self.directory, fmt, roi, num_classes, spatial_axes)
+        mib = 1 << 20
         with self._lock:
+            active = sum(j.active for j in self.jobs.values())
+            if active >= self.max_active:
+                raise ApiError(429, f"{active} exports are queued or running, the limit is {self.max_active}; "
+                               "retry when one has finished, or cancel one (DELETE /export/<id>)",
+                               headers={"Retry-After": "10"}, limit=self.max_active)  # fmt: skip
+            used = sum(j.disk_bytes() for j in self.jobs.values())
+            if used + job.estimated_bytes > self.max_bytes:
+                raise ApiError(507, f"this export needs up to {job.estimated_bytes / mib:.0f} MiB, but "
+                               f"{used / mib:.0f} of the {self.max_bytes / mib:.0f} MiB for exports are in use; "
+                               "delete finished exports (DELETE /export/<id>) or export a smaller region",
+                               needed_bytes=job.estimated_bytes, used_bytes=used)  # fmt: skip
+            free = shutil.disk_usage(self.directory).free
+            if job.estimated_bytes > free:
+                raise ApiError(507, f"this export needs up to {job.estimated_bytes / mib:.0f} MiB, the disk holding "
+                               f"the exports has {free / mib:.0f} MiB free",
+                               needed_bytes=job.estimated_bytes)  # fmt: skip
             self.jobs[job.id] = job
         threading.Thread(target=job.run, args=(predictor, self.parallel), daemon=True, name=f"export-{job.id}").start()
         return job
 
     def get(self, job_id: str) -> ExportJob | None:
+        self.expire()
         with self._lock:
             return self.jobs.get(job_id)
 
@@ -229,9 +299,27 @@ class ExportJobs:
             job = self.jobs.pop(job_id, None)
         if job is not None:
             job.cancel.set()
-            if job.state != "running":
+            if not job.active:
                 _remove(job.path)
 
     def all(self) -> Iterable[ExportJob]:
+        self.expire()
         with self._lock:
             return list(self.jobs.values())
+
+    def expire(self) -> list[str]:
+        """Remove finished jobs older than ``ttl_seconds`` and their files; the ids removed."""
+        now = time.time()
+        with self._lock:
+            old = [j for j in self.jobs.values() if j.finished is not None and now - j.finished > self.ttl_seconds]
+            for job in old:
+                del self.jobs[job.id]
+        for job in old:
+            _remove(job.path)
+            log_event("export_expired", job=job.id, state=job.state)
+        return [job.id for job in old]
+
+    def _expire_forever(self) -> None:
+        while True:
+            time.sleep(max(0.5, min(60.0, self.ttl_seconds / 4)))
+            self.expire()

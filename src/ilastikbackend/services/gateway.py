@@ -12,11 +12,12 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.broker import BlockCache, TaskQueue
-from ilastikbackend.errors import ApiError
+from ilastikbackend.errors import ApiError, quote_input
 from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding, neuroglancer
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
+from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
 from ilastikbackend.services.openapi import ROI_PARAMETERS, json_response, operation, roi_operation, text
 from ilastikbackend.services.pixelclassification import prediction_response
@@ -26,7 +27,8 @@ bp = Blueprint("gateway", __name__)
 DESCRIPTION = ("What clients talk to: raw data and ilastik pixel classification predictions of any region. "
                "Predictions are stitched from blocks; cached blocks are reused, missing ones computed once by the "
                "workers.")  # fmt: skip
-_PASSED_HEADERS = ("Content-Type", "Content-Disposition", "X-Shape", "X-Dtype", "X-Axes", "X-Dataset-Id",
+_PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Disposition", "Retry-After", "X-Shape", "X-Dtype",
+                   "X-Axes", "X-Dataset-Id",
                    "X-Display-Range")  # fmt: skip
 
 
@@ -36,7 +38,7 @@ class GatewayState:
 
     def __init__(self, dataprovider_url: str, pixelclassification_url: str, cache: BlockCache, tasks: TaskQueue,
                  *, lease_seconds: float = 120.0, timeout_seconds: float = 600.0,
-                 export_dir: str | None = None):  # fmt: skip
+                 exports: ExportJobs | None = None):  # fmt: skip
         self.dataprovider_url = dataprovider_url
         self.pixelclassification_url = pixelclassification_url
         self.cache = cache
@@ -49,7 +51,7 @@ class GatewayState:
         self.refresh_seconds = 5.0
         self._lock = threading.Lock()
         self._dataset: dict | None = None
-        self.exports = ExportJobs(export_dir)
+        self.exports = exports if exports is not None else ExportJobs()
 
     @property
     def session(self) -> requests.Session:
@@ -106,18 +108,34 @@ class GatewayState:
             return self._predictor, self._info
 
     def forward(self, path: str) -> Response:
-        """Pass a request through to the data provider, errors included."""
+        """Pass a request through to the data provider, errors included, streamed (the data provider
+        bounds its memory; the gateway holds one chunk at a time)."""
         url = f"{self.dataprovider_url}{path}"
         try:
-            r = self.session.get(url, params=request.args, timeout=120)
+            r = self.session.get(url, params=request.args, timeout=120, stream=True)
         except requests.RequestException as err:
             raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
         headers = {k: v for k, v in r.headers.items() if k in _PASSED_HEADERS}
-        return Response(r.content, status=r.status_code, headers=headers)
+        response = Response(r.iter_content(1 << 20), status=r.status_code, headers=headers)
+        response.call_on_close(r.close)
+        return response
 
 
 def _state() -> GatewayState:
     return current_app.config["STATE"]
+
+
+@bp.before_request
+def _refuse_cross_origin_writes():
+    """A web page elsewhere must not start or delete exports through a user's browser."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
+        raise ApiError(403, f"cross-origin {request.method} refused (Origin {quote_input(origin)}); "
+                       "call this API directly, not from another site's page")  # fmt: skip
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        raise ApiError(403, f"cross-site {request.method} refused")
 
 
 @bp.get("/raw/<fmt>/roi")
@@ -193,7 +211,8 @@ def viewer():
 
 @bp.post("/export")
 @operation("start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr",
-           responses={"202": json_response("the job's status; poll /export/{job_id}")}, errors=(400, 503),
+           responses={"202": json_response("the job's status; poll /export/{job_id}")},
+           errors=(400, 403, 429, 503, 507),
            query=[{"name": "format", "in": "query", "required": False, "description": "hdf5 (default) or zarr",
                    "schema": {"type": "string", "enum": list(EXPORT_FORMATS)}},
                   {**ROI_PARAMETERS[0], "required": False}, {**ROI_PARAMETERS[1], "required": False}])  # fmt: skip
@@ -237,7 +256,7 @@ def export_status(job_id: str):
 @operation(
     "cancel a running export, or delete a finished one and its file",
     responses={"200": json_response("job status")},
-    errors=(404,),
+    errors=(403, 404),
 )
 def export_cancel(job_id: str):
     """Cancel a running export, or delete a finished one and its file."""
@@ -271,6 +290,6 @@ def export_result(job_id: str):
                     headers={"Content-Disposition": f"attachment; filename={job_id}.zarr.zip"})  # fmt: skip
 
 
-def create_app(state: GatewayState, *, max_roi_voxels: int = 1 << 26) -> Flask:
+def create_app(state: GatewayState, *, max_roi_voxels: int = 1 << 26, budget: MemoryBudget | None = None) -> Flask:
     return make_app("gateway", [bp, neuroglancer.bp], "ilastik gateway", DESCRIPTION, STATE=state,
-                    MAX_ROI_VOXELS=max_roi_voxels)  # fmt: skip
+                    MAX_ROI_VOXELS=max_roi_voxels, MEMORY_BUDGET=budget)  # fmt: skip

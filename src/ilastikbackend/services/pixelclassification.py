@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import asdict
 
+import numpy as np
 import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
@@ -14,6 +16,7 @@ from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
+from ilastikbackend.services.budget import MemoryBudget, app_budget
 from ilastikbackend.services.openapi import (
     BINARY,
     CHANNEL_PARAMETER,
@@ -73,21 +76,48 @@ def make_setup(project: Project, info: dict, *, dataprovider_url: str, project_u
 
 
 def prediction_response(predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str) -> Response:
-    """Probabilities of a region in any format; PNG in the project's label colours or one class grey."""
+    """Probabilities of a region in any format; PNG in the project's label colours or one class grey.
+
+    The request's memory (the blocks it stitches, plus the whole answer unless the format is streamed)
+    is reserved from the service's memory budget first and released when the answer has been sent.
+    """
     encoding.check_format(fmt)
     setup = predictor.setup
     channel = encoding.parse_channel(request.args.get("channel"), setup.num_classes)
+    classes = setup.num_classes
+    axes = ("zyx" if len(setup.dataset_shape) == 3 else "yx") + "c"
+    answer_bytes = roi.size * classes * 4
+    if fmt in encoding.STREAMED_FORMATS:
+        strip = answer_bytes // max(1, roi.shape[0]) * min(roi.shape[0], setup.block_shape[0])
+        estimate = predictor.covered_bytes(roi) + 2 * strip
+    else:  # stitched whole, then encoded (a second copy; PNG adds 8-bit colour planes)
+        estimate = predictor.covered_bytes(roi) + 2 * answer_bytes
+    budget = app_budget()
+    held = budget.acquire(estimate, f"the prediction of region {roi.query()}")
+    try:
+        response = _prediction_answer(predictor, fmt, roi, colors, filename, channel, axes)
+    except BaseException:
+        budget.release(held)
+        raise
+    response.call_on_close(lambda: budget.release(held))
+    return response
+
+
+def _prediction_answer(predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str, channel, axes: str):
+    setup = predictor.setup
+    shape = roi.shape + (setup.num_classes,)
     block = predictor.whole_block(roi) if fmt == "npy" else None
     if block is not None:  # exactly one block as .npy: its stored bytes are the answer (exports ask for these)
         body = predictor.encoded_blocks([block])[block]
-        axes = ("zyx" if len(setup.dataset_shape) == 3 else "yx") + "c"
         return Response(body, mimetype=encoding.MIMETYPES["npy"], headers={
-            "X-Shape": "_".join(map(str, roi.shape + (setup.num_classes,))), "X-Dtype": "float32", "X-Axes": axes,
+            "X-Shape": "_".join(map(str, shape)), "X-Dtype": "float32", "X-Axes": axes,
             "Content-Disposition": f"inline; filename={filename}.npy"})  # fmt: skip
+    if fmt in encoding.STREAMED_FORMATS:
+        # Every block is computed (or failed) before the answer starts, so errors still get their status.
+        encoded = predictor.encoded_blocks(predictor.blocking.blocks_in_roi(list(roi.begin), list(roi.end)))
+        return encoding.stream(predictor.strips(roi, encoded), shape, np.float32, fmt, axes=axes, filename=filename)
     probs = predictor.roi(roi)
-    spatial = len(setup.dataset_shape)
-    axes = ("zyx" if spatial == 3 else "yx") + "c"
-    png = encoding.prediction_png(probs, spatial, colors, channel) if fmt == "png" else None
+    png = encoding.prediction_png(probs, len(setup.dataset_shape), colors, channel) if fmt == "png" else None
     return encoding.encode(probs, fmt, axes=axes, png=png, filename=filename)
 
 
@@ -169,13 +199,24 @@ def prediction_info():
 
 
 @bp.get("/project/ilp")
-@operation("the .ilp file being served (workers download it)", responses={"200": {"description": "the project file"}})
+@operation("the .ilp file being served, for workers that hold the download token (Authorization: Bearer <token>)",
+           responses={"200": {"description": "the project file"}}, errors=(403,))  # fmt: skip
 def project_file():
+    token = current_app.config.get("PROJECT_TOKEN")
+    if not token:
+        raise ApiError(403, "this service hands out its project to nobody (it was started without "
+                       "--project-download-token); give workers the project with --project")  # fmt: skip
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(403, "the project is only handed to workers with the download token "
+                       "(header Authorization: Bearer <token>)")  # fmt: skip
     return send_file(_project().path, mimetype="application/x-hdf5", as_attachment=True, download_name="project.ilp")
 
 
 def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_roi_voxels: int = 1 << 26,
-               engine_reason: str = "") -> Flask:  # fmt: skip
+               engine_reason: str = "", budget: MemoryBudget | None = None,
+               project_token: str | None = None) -> Flask:  # fmt: skip
     return make_app("pixelclassification", [bp], "ilastik pixel classification service", DESCRIPTION,
                     PROJECT=classifier.project, CLASSIFIER=classifier, PREDICTOR=predictor,
-                    MAX_ROI_VOXELS=max_roi_voxels, ENGINE_REASON=engine_reason)  # fmt: skip
+                    MAX_ROI_VOXELS=max_roi_voxels, ENGINE_REASON=engine_reason, MEMORY_BUDGET=budget,
+                    PROJECT_TOKEN=project_token)  # fmt: skip

@@ -13,8 +13,10 @@ from werkzeug.exceptions import HTTPException
 
 from ilastikbackend.errors import ApiError, quote_input  # noqa: F401 - re-exported for the services
 from ilastikbackend.log import log, log_event
+from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.openapi import build_spec, json_response, operation, undocumented
 
+DEFAULT_MEMORY_BUDGET = 2 << 30
 _thread_local = threading.local()
 
 
@@ -33,7 +35,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
-        return jsonify({"error": err.message, "status": err.status, **err.details}), err.status
+        response = jsonify({"error": err.message, "status": err.status, **err.details})
+        response.headers.update(err.headers)
+        return response, err.status
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
@@ -57,6 +61,8 @@ def make_app(name: str, blueprints: list[Blueprint], title: str, description: st
     handler, request logs."""
     app = Flask(name)
     app.config.update(config)
+    if app.config.get("MEMORY_BUDGET") is None:
+        app.config["MEMORY_BUDGET"] = MemoryBudget(DEFAULT_MEMORY_BUDGET)
     for bp in blueprints:
         app.register_blueprint(bp)
     app.register_blueprint(docs_blueprint())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 import time
 
@@ -15,6 +14,7 @@ from ilastikbackend.broker import BlockCache
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.log import log_event, worker_name
 from ilastikbackend.roi import Roi
+from ilastikbackend.scratch import scratch_dir
 from ilastikbackend.services.blocks import encode_block
 from ilastikbackend.services.encoding import decode_raw
 from ilastikbackend.services.web import thread_session
@@ -24,14 +24,16 @@ class ClassifierRegistry:
     """Classifiers by project hash: projects given locally, or downloaded from the
     pixel classification service (``task["project_url"]``) and checked against the hash."""
 
-    def __init__(self, project_paths: list[str] | None = None, download_dir: str | None = None):
+    def __init__(self, project_paths: list[str] | None = None, download_dir: str | None = None,
+                 download_token: str | None = None):  # fmt: skip
         self._projects = {}
         for path in project_paths or []:
             project = load_project(path)
             self._projects[project.content_hash] = project
         self._classifiers: dict[tuple, PixelClassifier] = {}
         self._lock = threading.Lock()
-        self._download_dir = download_dir or tempfile.mkdtemp(prefix="ilastikbackend-projects-")
+        self._download_dir = download_dir
+        self._download_token = download_token
 
     @staticmethod
     def _key(project, engine: str, dataset_shape) -> tuple:
@@ -48,12 +50,15 @@ class ClassifierRegistry:
     def _project(self, project_hash: str, url: str):
         if project_hash in self._projects:
             return self._projects[project_hash]
-        response = requests.get(url, timeout=60)
+        if not self._download_token:
+            raise ValueError(f"project {project_hash[:12]} is not loaded here and this worker has no download token "
+                             "for it: start the worker with --project or --project-download-token")  # fmt: skip
+        response = requests.get(url, timeout=60, headers={"Authorization": f"Bearer {self._download_token}"})
         response.raise_for_status()
         digest = hashlib.sha256(response.content).hexdigest()
         if digest != project_hash:
             raise ValueError(f"project at {url} has hash {digest[:12]}, the task asks for {project_hash[:12]}")
-        path = os.path.join(self._download_dir, f"{project_hash}.ilp")
+        path = os.path.join(self._download_dir or scratch_dir("projects"), f"{project_hash}.ilp")
         with open(path, "wb") as fh:
             fh.write(response.content)
         project = load_project(path)
@@ -130,4 +135,8 @@ class BlockWorker:
                 return
 
     def fail(self, task: dict, message: str) -> None:
-        self.cache.put_error(task["key"], f"block {task['block_id']}: {message}")
+        """Record a block's final failure, so requests waiting for it fail now with the reason."""
+        try:
+            self.cache.put_error(task["key"], f"block {task['block_id']}: {message}")
+        except ConnectionError as err:  # the cache is away: waiters see the claim expire and re-issue the block
+            log_event("failure_not_recorded", level=40, block=task["block_id"], error=str(err))
