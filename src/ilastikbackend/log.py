@@ -39,6 +39,19 @@ def configure_logging(verbose: bool = False) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+def redact_url(url: str) -> str:
+    """A service URL fit for logs and error messages: any password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.hostname or ""
+    netloc = user + (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def worker_name() -> str:
     """``host:pid``: names the process in logs and counters."""
     return f"{socket.gethostname()}:{os.getpid()}"

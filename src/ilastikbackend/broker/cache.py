@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 
-from ilastikbackend.log import log_event
+from ilastikbackend.log import log_event, redact_url
 
 DONE_CHANNEL = "ilb:done"
 RECENT = 10000  # announcements remembered for announced_since()
@@ -233,10 +233,12 @@ class RedisBlockCache(BlockCache):
                 # still buffered for readers drain), but a Redis that stays full is reported within seconds.
                 waited = time.monotonic() - start
                 if isinstance(err, redis.OutOfMemoryError) and waited > self.full_seconds:
-                    raise CacheFullError(f"the block cache (Redis at {self.url}) is full: {err} (give it more "
+                    reason = str(err).rpartition("caused error: ")[2][:200]  # not the command and its value
+                    where = redact_url(self.url)
+                    raise CacheFullError(f"the block cache (Redis at {where}) is full: {reason} (give it more "
                                          "memory, or let it evict: maxmemory-policy allkeys-lru)") from err  # fmt: skip
                 if waited > self.retry_seconds:
-                    raise ConnectionError(f"Redis at {self.url} unavailable during {what}: {err}") from err
+                    raise ConnectionError(f"Redis at {redact_url(self.url)} unavailable during {what}: {err}") from err
                 log_event("redis_retry", level=30, operation=what, error=type(err).__name__, delay=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

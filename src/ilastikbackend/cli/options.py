@@ -238,6 +238,7 @@ def make_server(app, args):
                                channel_timeout=600, connection_limit=1000)  # fmt: skip
     except OSError as err:
         fail(f"{app.name} cannot listen on {args.host}:{args.port}: {err.strerror or err}")
+    app.config["LISTENING"] = (args.host, args.port)
     log_event("listening", service=app.name, url=f"http://{args.host}:{args.port}", threads=args.threads)
     return server
 

@@ -131,9 +131,12 @@ def _read_forest(group: h5py.Group) -> VigraForest:
         tree = group[name]
         if not isinstance(tree, h5py.Group) or "topology" not in tree or "parameters" not in tree:
             raise ProjectError(f"{where}/{name} is not a vigra tree (needs 'topology' and 'parameters')")
-        trees.append(
-            VigraTree(np.asarray(tree["topology"][()], dtype=np.int32), np.asarray(tree["parameters"][()], np.float64))
-        )
+        parameters = np.asarray(tree["parameters"][()], np.float64)
+        if not np.isfinite(parameters).all():
+            bad = int(np.count_nonzero(~np.isfinite(parameters)))
+            raise ProjectError(f"{where}/{name} holds {bad} NaN or infinite thresholds/probabilities: the forest is "
+                               "damaged and would predict NaN; retrain and save the project in ilastik")  # fmt: skip
+        trees.append(VigraTree(np.asarray(tree["topology"][()], dtype=np.int32), parameters))
     if not trees:
         raise ProjectError(f"forest {where} has no trees")
     if len(trees) != tree_count:

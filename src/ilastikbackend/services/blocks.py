@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ilastikbackend.broker import BlockCache, TaskQueue
+from ilastikbackend.broker import BlockCache, CacheFullError, TaskQueue
 from ilastikbackend.core import Blocking
 from ilastikbackend.core.engines import ENGINE_VERSIONS
 from ilastikbackend.errors import ApiError
@@ -168,8 +168,9 @@ class BlockPredictor:
                 errors = self.cache.get_errors([keys[b] for b in pending if b not in result])
                 if errors:
                     failed = [b for b in pending if keys[b] in errors]
-                    raise ApiError(502, f"computing block {failed[0]} failed: {errors[keys[failed[0]]]}",
-                                   blocks=failed)  # fmt: skip
+                    message = errors[keys[failed[0]]]
+                    status = 503 if CacheFullError.__name__ in message else 502  # the cache, not the block, failed
+                    raise ApiError(status, f"computing block {failed[0]} failed: {message}", blocks=failed)
                 lost = [b for b, alive in zip(pending, live) if not alive and b not in result]
                 pending = [b for b in pending if b not in result]
                 self._check_evictions([b for b in lost if keys[b] in landed], evictions)

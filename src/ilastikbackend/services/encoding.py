@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from flask import Response
 
-from ilastikbackend.errors import ApiError
+from ilastikbackend.errors import ApiError, quote_input
+from ilastikbackend.roi import parse_int
 
 FORMATS = ("raw", "tiff", "png", "hdf5", "npy")
 MIMETYPES = {
@@ -23,7 +24,8 @@ MIMETYPES = {
 
 def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
-        raise ApiError(400, f"unknown format '{fmt}'; use one of {', '.join(FORMATS)}", formats=list(FORMATS))
+        raise ApiError(400, f"unknown format {quote_input(fmt)}; use one of {', '.join(FORMATS)}",
+                       formats=list(FORMATS))  # fmt: skip
     return fmt
 
 
@@ -36,10 +38,7 @@ def axistags(axes: str) -> str:
 def parse_channel(value: str | None, n_channels: int) -> int | None:
     if value is None or value == "":
         return None
-    try:
-        k = int(value)
-    except ValueError:
-        raise ApiError(400, f"'channel' must be an integer, got {value!r}") from None
+    k = parse_int("channel", value)
     if not 0 <= k < n_channels:
         raise ApiError(400, f"channel {k} does not exist: there are {n_channels} channel(s), 0..{n_channels - 1}")
     return k
@@ -128,13 +127,25 @@ def stream(
         if head:
             yield head
         for piece in pieces:
-            yield np.ascontiguousarray(piece, dtype).tobytes()
+            piece = np.ascontiguousarray(piece, dtype)
+            rows = max(1, (1 << 22) // max(1, piece[:1].nbytes))  # about 4 MiB at a time
+            for start in range(0, max(1, len(piece)), rows):
+                yield piece[start : start + rows].tobytes()
 
     headers = {
         "Content-Length": str(size), "X-Shape": "_".join(map(str, shape)), "X-Dtype": str(dtype), "X-Axes": axes,
         "Content-Disposition": f"inline; filename={filename}.{fmt}",
     }  # fmt: skip
     return Response(body(), mimetype=MIMETYPES[fmt], headers=headers)
+
+
+def _chunks_of(file, size: int = 1 << 20) -> Iterator[bytes]:
+    """Read a file-like object in chunks, closing it at the end (the answer never exists twice)."""
+    try:
+        while chunk := file.read(size):
+            yield chunk
+    finally:
+        file.close()
 
 
 def encode(
@@ -146,39 +157,47 @@ def encode(
     extra_headers: dict | None = None,
     filename: str = "data",
 ) -> Response:
-    """Serialize ``array`` (axes as in ``axes``) in ``fmt``; PNG bytes are made by the caller."""
+    """Serialize ``array`` (axes as in ``axes``) in ``fmt``; PNG bytes are made by the caller.
+
+    Beyond ``array`` itself the answer costs at most one encoded copy: raw and npy are sent from
+    the array piece by piece, TIFF from its buffer, HDF5 from a scratch file that is removed after.
+    """
+    if fmt in STREAMED_FORMATS:
+        response = stream(iter([array]), array.shape, array.dtype, fmt, axes=axes, filename=filename)
+        response.headers.update(extra_headers or {})
+        return response
     array = np.ascontiguousarray(array)
-    if fmt == "raw":
-        body = array.tobytes()
-    elif fmt == "npy":
-        buf = io.BytesIO()
-        np.save(buf, array, allow_pickle=False)
-        body = buf.getvalue()
-    elif fmt == "tiff":
+    if fmt == "tiff":
         import tifffile
 
-        buf = io.BytesIO()
+        body = io.BytesIO()
         tifffile.imwrite(
-            buf, array, metadata={"axes": axes.upper().replace("C", "S") if axes.endswith("c") else axes.upper()}
+            body, array, metadata={"axes": axes.upper().replace("C", "S") if axes.endswith("c") else axes.upper()}
         )
-        body = buf.getvalue()
     elif fmt == "hdf5":
+        import tempfile
+
         import h5py
 
-        with h5py.File(io.BytesIO(), "w") as f:  # in memory
+        from ilastikbackend.scratch import scratch_dir
+
+        # Written to disk, not into memory: h5py's in-memory images cost the answer twice over.
+        body = tempfile.TemporaryFile(dir=scratch_dir("answers"))  # gone once closed (or the process ends)
+        with h5py.File(body, "w") as f:
             ds = f.create_dataset("exported_data", data=array)
             ds.attrs["axistags"] = axistags(axes)
-            f.flush()
-            body = f.id.get_file_image()
     elif fmt == "png":
-        body = png
+        body = io.BytesIO(png)
     else:  # pragma: no cover - callers check the format first
-        raise ApiError(400, f"unknown format '{fmt}'")
+        raise ApiError(400, f"unknown format {quote_input(fmt)}")
+    size = body.seek(0, io.SEEK_END)
+    body.seek(0)
     headers = {
+        "Content-Length": str(size),
         "X-Shape": "_".join(map(str, array.shape)),
         "X-Dtype": str(array.dtype),
         "X-Axes": axes,
         "Content-Disposition": f"inline; filename={filename}.{'h5' if fmt == 'hdf5' else fmt}",
     }
     headers.update(extra_headers or {})
-    return Response(body, mimetype=MIMETYPES[fmt], headers=headers)
+    return Response(_chunks_of(body), mimetype=MIMETYPES[fmt], headers=headers)

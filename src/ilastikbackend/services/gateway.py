@@ -159,7 +159,7 @@ def raw_roi(fmt: str):
            path={"what": {"schema": {"type": "string", "enum": ["dtype", "shape", "dim"]}}})  # fmt: skip
 def raw_info(what: str):
     if what not in ("dtype", "shape", "dim"):
-        raise ApiError(404, f"unknown raw info '{what}': use dtype, shape or dim")
+        raise ApiError(404, f"unknown raw info {quote_input(what)}: use dtype, shape or dim")
     return _state().forward(f"/info/{what}")
 
 
@@ -222,7 +222,7 @@ def export_start():
     predictor, _ = state.predictor()
     fmt = request.args.get("format", "hdf5")
     if fmt not in EXPORT_FORMATS:
-        raise ApiError(400, f"export format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'")
+        raise ApiError(400, f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {quote_input(fmt)}")
     shape = predictor.setup.dataset_shape
     if "extents_min" in request.args or "extents_max" in request.args:
         roi = parse_roi(request.args, shape)
@@ -242,7 +242,7 @@ def export_list():
 def _job(job_id: str):
     job = _state().exports.get(job_id)
     if job is None:
-        raise ApiError(404, f"no export job '{job_id}'")
+        raise ApiError(404, f"no export job {quote_input(job_id)}")
     return job
 
 

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 from ilastikbackend.core import PixelClassifier, Project
 from ilastikbackend.errors import ApiError
 from ilastikbackend.log import log_event
-from ilastikbackend.roi import Roi, parse_roi
+from ilastikbackend.roi import Roi, parse_int, parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.budget import MemoryBudget, app_budget
@@ -90,7 +90,9 @@ def prediction_response(predictor: BlockPredictor, fmt: str, roi: Roi, colors, f
     if fmt in encoding.STREAMED_FORMATS:
         strip = answer_bytes // max(1, roi.shape[0]) * min(roi.shape[0], setup.block_shape[0])
         estimate = predictor.covered_bytes(roi) + 2 * strip
-    else:  # stitched whole, then encoded (a second copy; PNG adds 8-bit colour planes)
+    elif fmt == "png":  # stitched, then blended into float32 RGB planes and their 8-bit image
+        estimate = predictor.covered_bytes(roi) + answer_bytes + 2 * roi.size * 12
+    else:  # stitched whole, then encoded once (TIFF in memory, HDF5 on disk)
         estimate = predictor.covered_bytes(roi) + 2 * answer_bytes
     budget = app_budget()
     held = budget.acquire(estimate, f"the prediction of region {roi.query()}")
@@ -153,10 +155,7 @@ def prediction_roi(fmt: str):
                                                     "schema": {"type": "integer", "minimum": 0}}})  # fmt: skip
 def prediction_block(fmt: str, block: str):
     encoding.check_format(fmt)
-    try:
-        block_id = int(block)
-    except ValueError:
-        raise ApiError(400, f"block id must be an integer, got {block!r}") from None
+    block_id = parse_int("block id", block)
     predictor = _predictor()
     predictor.check_block_id(block_id)
     begin, end = predictor.blocking.block_bounds(block_id)

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
-from ilastikbackend.errors import ApiError, quote_input  # noqa: F401 - re-exported for the services
+from ilastikbackend.errors import ApiError, quote_input
 from ilastikbackend.log import log, log_event
 from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.openapi import build_spec, json_response, operation, undocumented
@@ -43,7 +43,7 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(err: HTTPException):
         message = err.description or err.name
         if err.code == 404:
-            message = f"no such endpoint: {request.path} (see /doc)"
+            message = f"no such endpoint: {quote_input(request.path)} (see /doc)"
         response = jsonify({"error": message, "status": err.code})
         for name, value in err.get_headers():  # e.g. Allow on 405
             if name.lower() != "content-type":
@@ -86,12 +86,29 @@ def docs_blueprint() -> Blueprint:
     @operation("this API described for people (HTML)",
                responses={"200": {"description": "HTML page", "content": {"text/html": {}}}})  # fmt: skip
     def doc():
-        return Response(render_doc(current_app.config["OPENAPI"]), mimetype="text/html")
+        return Response(render_doc(current_app.config["OPENAPI"], current_app.config.get("LISTENING")),
+                        mimetype="text/html")  # fmt: skip
 
     return bp
 
 
-def render_doc(spec: dict) -> str:
+def listening_note(listening: tuple[str, int] | None) -> str:
+    """Who can reach this service, for /doc."""
+    if listening is None:
+        return ""
+    host, port = listening
+    if host in ("127.0.0.1", "::1", "localhost"):
+        return (
+            f"This service listens on {host}:{port}, this machine only (the default). Listening elsewhere "
+            "must be asked for explicitly with --host (e.g. 0.0.0.0); do that behind a firewall or proxy."
+        )
+    return (
+        f"This service listens on {host}:{port}, as asked explicitly with --host: other machines can reach it "
+        "(the default is 127.0.0.1, this machine only)."
+    )
+
+
+def render_doc(spec: dict, listening: tuple[str, int] | None = None) -> str:
     info = spec.get("info", {})
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -103,6 +120,7 @@ def render_doc(spec: dict) -> str:
         f"<h1>{html.escape(info.get('title', 'API'))}</h1>",
         f"<p>{html.escape(info.get('description', ''))}</p>",
         "<p>Machine-readable: <a href='openapi.json'>openapi.json</a> (OpenAPI 3).</p>",
+        f"<p>{html.escape(listening_note(listening))}</p>",
         *(
             [
                 "<p>Look at the data: <a href='viewer'>browser viewer</a>, "
