@@ -23,6 +23,8 @@ from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi
 
 KEY_VERSION = "v1"
+PROBABILITIES, FEATURES = "probabilities", "features"
+BLOCK_KINDS = (PROBABILITIES, FEATURES)  # what workers compute per block; everything else derives from these
 
 
 def encode_block(probs: np.ndarray) -> bytes:
@@ -48,6 +50,7 @@ class PredictionSetup:
     halo: tuple[int, ...]
     num_classes: int
     feature_engine: str = "vigra"  # see ilastikbackend.core.engines
+    num_features: int = 0  # feature channels (the forests' columns), for feature blocks
 
     @classmethod
     def from_info(cls, info: dict) -> PredictionSetup:
@@ -63,23 +66,35 @@ class PredictionSetup:
 
 
 class BlockPredictor:
-    def __init__(self, setup: PredictionSetup, cache: BlockCache, tasks: TaskQueue, *,
+    def __init__(self, setup: PredictionSetup, cache: BlockCache, tasks: TaskQueue, *, kind: str = PROBABILITIES,
                  lease_seconds: float = 120.0, timeout_seconds: float = 600.0):  # fmt: skip
+        if kind not in BLOCK_KINDS:
+            raise ValueError(f"block kind must be one of {BLOCK_KINDS}, not {kind!r}")
         self.setup = setup
+        self.kind = kind
+        self.channels = setup.num_classes if kind == PROBABILITIES else setup.num_features
+        self.prefix = setup.key_prefix if kind == PROBABILITIES else f"{setup.key_prefix}{kind}:"
         self.cache = cache
         self.tasks = tasks
         self.lease_seconds = lease_seconds
         self.timeout_seconds = timeout_seconds
         self.blocking = Blocking(list(setup.dataset_shape), list(setup.block_shape))
 
+    def sibling(self, kind: str) -> BlockPredictor:
+        """A predictor of another block kind for the same setup, cache and workers."""
+        if kind == self.kind:
+            return self
+        return BlockPredictor(self.setup, self.cache, self.tasks, kind=kind, lease_seconds=self.lease_seconds,
+                              timeout_seconds=self.timeout_seconds)  # fmt: skip
+
     def key(self, block_id: int) -> str:
-        return f"{self.setup.key_prefix}{block_id}"
+        return f"{self.prefix}{block_id}"
 
     def task(self, block_id: int) -> dict:
         s = self.setup
         ob, oe, ib, ie = self.blocking.block_with_halo(block_id, list(s.halo))
         return {
-            "key": self.key(block_id), "block_id": block_id, "project_hash": s.project_hash,
+            "key": self.key(block_id), "block_id": block_id, "kind": self.kind, "project_hash": s.project_hash,
             "project_url": s.project_url, "feature_engine": s.feature_engine, "dataset_id": s.dataset_id,
             "dataset_shape": list(s.dataset_shape), "dataprovider_url": s.dataprovider_url,
             "outer_begin": ob, "outer_end": oe, "inner_begin": ib, "inner_end": ie, "lease_seconds": self.lease_seconds,
@@ -208,7 +223,7 @@ class BlockPredictor:
         voxels = 1
         for lo, hi in zip(first, last):
             voxels *= hi - lo
-        return voxels * self.setup.num_classes * 4
+        return voxels * self.channels * 4
 
     def _paste(self, block_id: int, data: np.ndarray, roi: Roi, out: np.ndarray) -> None:
         """Copy the part of a block inside ``roi`` into ``out`` (which covers ``roi``)."""
@@ -220,10 +235,10 @@ class BlockPredictor:
         out[dst] = data[src]
 
     def roi(self, roi: Roi) -> np.ndarray:
-        """Stitch and crop the probabilities of a region, shape ``(*roi.shape, num_classes)``."""
+        """Stitch and crop the blocks' values of a region, shape ``(*roi.shape, channels)``."""
         ids = self.blocking.blocks_in_roi(list(roi.begin), list(roi.end))
         encoded = self.encoded_blocks(ids)
-        out = np.empty(roi.shape + (self.setup.num_classes,), np.float32)
+        out = np.empty(roi.shape + (self.channels,), np.float32)
         for b in ids:  # decode one block at a time, dropping its bytes once pasted
             self._paste(b, decode_block(encoded.pop(b)), roi, out)
         return out
@@ -236,14 +251,14 @@ class BlockPredictor:
         while start < roi.end[0]:
             stop = min(roi.end[0], (start // first_axis + 1) * first_axis)
             strip = Roi((start, *roi.begin[1:]), (stop, *roi.end[1:]))
-            out = np.empty(strip.shape + (self.setup.num_classes,), np.float32)
+            out = np.empty(strip.shape + (self.channels,), np.float32)
             for b in self.blocking.blocks_in_roi(list(strip.begin), list(strip.end)):
                 self._paste(b, decode_block(encoded.pop(b)), strip, out)
             yield out
             start = stop
 
     def cached_block_ids(self) -> list[int]:
-        prefix = self.setup.key_prefix
+        prefix = self.prefix
         ids = []
         for k in self.cache.keys(prefix):
             tail = k[len(prefix) :]
@@ -252,4 +267,4 @@ class BlockPredictor:
         return sorted(ids)
 
     def clear(self) -> int:
-        return self.cache.delete_prefix(self.setup.key_prefix)
+        return self.cache.delete_prefix(self.prefix)

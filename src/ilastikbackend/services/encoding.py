@@ -76,6 +76,23 @@ def prediction_png(probs: np.ndarray, spatial: int, colors: Sequence[Sequence[in
     return _png_bytes(np.clip(np.rint(rgb), 0, 255).astype(np.uint8))
 
 
+def labels_png(labels: np.ndarray, spatial: int, colors: Sequence[Sequence[int]]) -> bytes:
+    """A label image (``(..., 1)`` values 1..N) in the project's label colours."""
+    plane = _png_plane(labels, spatial)[..., 0]
+    palette = np.zeros((256, 3), np.uint8)
+    palette[1 : len(colors) + 1] = np.asarray(colors, np.uint8)[:255]
+    return _png_bytes(palette[plane])
+
+
+def grey_png(values: np.ndarray, spatial: int, lo: float | None = None, hi: float | None = None) -> bytes:
+    """One float channel (``(..., 1)``) in grey, ``[lo, hi]`` (default: its own range) to 0..255."""
+    plane = _png_plane(values, spatial)[..., 0].astype(np.float32)
+    lo = float(np.nanmin(plane)) if lo is None else lo
+    hi = float(np.nanmax(plane)) if hi is None else hi
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    return _png_bytes(np.clip(np.rint((plane - lo) * scale), 0, 255).astype(np.uint8))
+
+
 def raw_png(data: np.ndarray, spatial: int, has_channels: bool, channel: int | None) -> tuple[bytes, dict]:
     plane = _png_plane(data, spatial)
     headers = {}

@@ -20,7 +20,7 @@ from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
 from ilastikbackend.services.openapi import ROI_PARAMETERS, json_response, operation, roi_operation, text
-from ilastikbackend.services.pixelclassification import prediction_response
+from ilastikbackend.services.outputs import add_output_routes
 from ilastikbackend.services.web import make_app, thread_session
 
 bp = Blueprint("gateway", __name__)
@@ -163,21 +163,12 @@ def raw_info(what: str):
     return _state().forward(f"/info/{what}")
 
 
-@bp.get("/prediction/<fmt>/roi")
-@roi_operation(
-    "class probabilities of a region; PNG blends the project's label colours, channel=k shows class k",
-    400,
-    413,
-    502,
-    503,
-    504,
-    example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
-)
-def prediction_roi(fmt: str):
-    encoding.check_format(fmt)
+def _resolve(kind: str) -> tuple[BlockPredictor, list]:
     predictor, info = _state().predictor()
-    roi = parse_roi(request.args, predictor.setup.dataset_shape, current_app.config["MAX_ROI_VOXELS"])
-    return prediction_response(predictor, fmt, roi, info["label_colors"], "prediction")
+    return predictor.sibling(kind) if kind != predictor.kind else predictor, info["label_colors"]
+
+
+add_output_routes(bp, _resolve, 400, 413, 502, 503, 504)
 
 
 @bp.get("/prediction/info/numclasses")

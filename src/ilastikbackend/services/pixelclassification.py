@@ -6,26 +6,25 @@ import hmac
 import time
 from dataclasses import asdict
 
-import numpy as np
 import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 
 from ilastikbackend.core import PixelClassifier, Project
 from ilastikbackend.errors import ApiError
 from ilastikbackend.log import log_event
-from ilastikbackend.roi import Roi, parse_int, parse_roi
+from ilastikbackend.roi import Roi, parse_int
 from ilastikbackend.services import encoding
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
-from ilastikbackend.services.budget import MemoryBudget, app_budget
+from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.openapi import (
     BINARY,
     CHANNEL_PARAMETER,
     FORMAT_PARAMETER,
     json_response,
     operation,
-    roi_operation,
     text,
 )
+from ilastikbackend.services.outputs import OUTPUTS, add_output_routes, output_response
 from ilastikbackend.services.web import make_app
 
 bp = Blueprint("pixelclassification", __name__)
@@ -71,56 +70,8 @@ def make_setup(project: Project, info: dict, *, dataprovider_url: str, project_u
     return PredictionSetup(
         project_hash=project.content_hash, project_url=project_url, dataset_id=info["dataset_id"],
         dataset_shape=spatial, dataprovider_url=dataprovider_url, block_shape=(size,) * len(spatial), halo=halo,
-        num_classes=project.num_classes, feature_engine=feature_engine,
+        num_classes=project.num_classes, feature_engine=feature_engine, num_features=project.column_count,
     )  # fmt: skip
-
-
-def prediction_response(predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str) -> Response:
-    """Probabilities of a region in any format; PNG in the project's label colours or one class grey.
-
-    The request's memory (the blocks it stitches, plus the whole answer unless the format is streamed)
-    is reserved from the service's memory budget first and released when the answer has been sent.
-    """
-    encoding.check_format(fmt)
-    setup = predictor.setup
-    channel = encoding.parse_channel(request.args.get("channel"), setup.num_classes)
-    classes = setup.num_classes
-    axes = ("zyx" if len(setup.dataset_shape) == 3 else "yx") + "c"
-    answer_bytes = roi.size * classes * 4
-    if fmt in encoding.STREAMED_FORMATS:
-        strip = answer_bytes // max(1, roi.shape[0]) * min(roi.shape[0], setup.block_shape[0])
-        estimate = predictor.covered_bytes(roi) + 2 * strip
-    elif fmt == "png":  # stitched, then blended into float32 RGB planes and their 8-bit image
-        estimate = predictor.covered_bytes(roi) + answer_bytes + 2 * roi.size * 12
-    else:  # stitched whole, then encoded once (TIFF in memory, HDF5 on disk)
-        estimate = predictor.covered_bytes(roi) + 2 * answer_bytes
-    budget = app_budget()
-    held = budget.acquire(estimate, f"the prediction of region {roi.query()}")
-    try:
-        response = _prediction_answer(predictor, fmt, roi, colors, filename, channel, axes)
-    except BaseException:
-        budget.release(held)
-        raise
-    response.call_on_close(lambda: budget.release(held))
-    return response
-
-
-def _prediction_answer(predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str, channel, axes: str):
-    setup = predictor.setup
-    shape = roi.shape + (setup.num_classes,)
-    block = predictor.whole_block(roi) if fmt == "npy" else None
-    if block is not None:  # exactly one block as .npy: its stored bytes are the answer (exports ask for these)
-        body = predictor.encoded_blocks([block])[block]
-        return Response(body, mimetype=encoding.MIMETYPES["npy"], headers={
-            "X-Shape": "_".join(map(str, shape)), "X-Dtype": "float32", "X-Axes": axes,
-            "Content-Disposition": f"inline; filename={filename}.npy"})  # fmt: skip
-    if fmt in encoding.STREAMED_FORMATS:
-        # Every block is computed (or failed) before the answer starts, so errors still get their status.
-        encoded = predictor.encoded_blocks(predictor.blocking.blocks_in_roi(list(roi.begin), list(roi.end)))
-        return encoding.stream(predictor.strips(roi, encoded), shape, np.float32, fmt, axes=axes, filename=filename)
-    probs = predictor.roi(roi)
-    png = encoding.prediction_png(probs, len(setup.dataset_shape), colors, channel) if fmt == "png" else None
-    return encoding.encode(probs, fmt, axes=axes, png=png, filename=filename)
 
 
 def _predictor() -> BlockPredictor:
@@ -131,21 +82,14 @@ def _project() -> Project:
     return current_app.config["PROJECT"]
 
 
-@bp.get("/prediction/<fmt>/roi")
-@roi_operation(
-    "class probabilities of a region (channels last, one per label)",
-    400,
-    413,
-    502,
-    503,
-    504,
-    example="/prediction/png/roi?extents_min=10_10&extents_max=100_150",
-)
-def prediction_roi(fmt: str):
-    encoding.check_format(fmt)
-    predictor = _predictor()
-    roi = parse_roi(request.args, predictor.setup.dataset_shape, current_app.config["MAX_ROI_VOXELS"])
-    return prediction_response(predictor, fmt, roi, _project().label_colors, "prediction")
+def _resolve(kind: str) -> tuple[BlockPredictor, list]:
+    predictors = current_app.config["PREDICTORS"]
+    if kind not in predictors:
+        predictors[kind] = _predictor().sibling(kind)
+    return predictors[kind], _project().label_colors
+
+
+add_output_routes(bp, _resolve, 400, 413, 502, 503, 504)
 
 
 @bp.get("/prediction/<fmt>/<block>")
@@ -159,8 +103,8 @@ def prediction_block(fmt: str, block: str):
     predictor = _predictor()
     predictor.check_block_id(block_id)
     begin, end = predictor.blocking.block_bounds(block_id)
-    return prediction_response(predictor, fmt, Roi(tuple(begin), tuple(end)), _project().label_colors,
-                               f"block{block_id}")  # fmt: skip
+    return output_response(OUTPUTS["prediction"], predictor, fmt, Roi(tuple(begin), tuple(end)),
+                           _project().label_colors, f"block{block_id}")  # fmt: skip
 
 
 @bp.get("/prediction/numclasses")
@@ -216,6 +160,6 @@ def create_app(classifier: PixelClassifier, predictor: BlockPredictor, *, max_ro
                engine_reason: str = "", budget: MemoryBudget | None = None,
                project_token: str | None = None) -> Flask:  # fmt: skip
     return make_app("pixelclassification", [bp], "ilastik pixel classification service", DESCRIPTION,
-                    PROJECT=classifier.project, CLASSIFIER=classifier, PREDICTOR=predictor,
+                    PROJECT=classifier.project, CLASSIFIER=classifier, PREDICTOR=predictor, PREDICTORS={},
                     MAX_ROI_VOXELS=max_roi_voxels, ENGINE_REASON=engine_reason, MEMORY_BUDGET=budget,
                     PROJECT_TOKEN=project_token)  # fmt: skip

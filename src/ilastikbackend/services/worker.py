@@ -15,7 +15,7 @@ from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.log import log_event, worker_name
 from ilastikbackend.roi import Roi
 from ilastikbackend.scratch import scratch_dir
-from ilastikbackend.services.blocks import encode_block
+from ilastikbackend.services.blocks import FEATURES, PROBABILITIES, encode_block
 from ilastikbackend.services.encoding import decode_raw
 from ilastikbackend.services.web import thread_session
 
@@ -103,7 +103,7 @@ class BlockWorker:
             log_event("block_skipped", block=block, worker=self.name, reason="cached")
             return
         start = time.perf_counter()
-        log_event("block_started", block=block, worker=self.name)
+        log_event("block_started", block=block, kind=task.get("kind", PROBABILITIES), worker=self.name)
         lease = float(task.get("lease_seconds", 120))
         done = threading.Event()
         renew = threading.Thread(target=self._keep_claim, args=(key, lease, done), daemon=True)
@@ -112,7 +112,10 @@ class BlockWorker:
             clf = self.registry.get(task)
             raw = fetch_raw(task)
             fetched = time.perf_counter()
-            probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
+            if task.get("kind", PROBABILITIES) == FEATURES:
+                probs = clf.features(raw, task["inner_begin"], task["inner_end"])
+            else:
+                probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
             computed = time.perf_counter()
         finally:
             done.set()
