@@ -25,8 +25,9 @@ def export_main(argv=None) -> None:
     import numpy as np
     import requests
 
-    from ilastikbackend.core import Blocking
+    from ilastikbackend.core.blocking import make_blocking
     from ilastikbackend.roi import Roi, parse_roi
+    from ilastikbackend.services.blocks import PredictionSetup
     from ilastikbackend.services.export import OutputWriter, ProgressBar, plan, run_export
     from ilastikbackend.services.web import ApiError
 
@@ -38,7 +39,8 @@ def export_main(argv=None) -> None:
         info = info.json()
     except (requests.RequestException, ValueError) as err:
         fail(f"cannot reach the gateway at {url}: {err}")
-    shape = tuple(info["dataset_shape"])
+    setup = PredictionSetup.from_info(info)
+    shape = setup.region_shape
     try:
         if args.extents_min or args.extents_max:
             roi = parse_roi({"extents_min": args.extents_min, "extents_max": args.extents_max}, shape)
@@ -46,7 +48,7 @@ def export_main(argv=None) -> None:
             roi = Roi(tuple(0 for _ in shape), shape)
     except ApiError as err:
         fail(err.message)
-    blocking = Blocking(list(shape), list(info["block_shape"]))
+    blocking = make_blocking(setup.dataset_shape, setup.block_shape, setup.time_points)
     parts = plan(blocking, roi)
     session = requests.Session()
 
@@ -57,8 +59,8 @@ def export_main(argv=None) -> None:
         return np.load(io.BytesIO(r.content))
 
     classes = int(info["num_classes"])
-    axes = ("zyx" if len(shape) == 3 else "yx") + "c"
-    writer = OutputWriter(args.output, fmt, roi.shape + (classes,), tuple(info["block_shape"]) + (classes,), axes)
+    axes = setup.axes
+    writer = OutputWriter(args.output, fmt, roi.shape + (classes,), tuple(blocking.block_shape) + (classes,), axes)
     start = time.monotonic()
     progress = None if args.quiet else ProgressBar(roi.size, f"export {len(parts)} blocks")
     try:

@@ -24,11 +24,21 @@ class DatasetInfo:
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
-        return self.shape[: self.spatial_ndim]
+        start = 1 if self.axes.startswith("t") else 0
+        return self.shape[start : start + self.spatial_ndim]
 
     @property
     def spatial_ndim(self) -> int:
-        return len(self.axes.replace("c", ""))
+        return len(self.axes.replace("c", "").replace("t", ""))
+
+    @property
+    def time_points(self) -> int | None:
+        return self.shape[0] if self.axes.startswith("t") else None
+
+    @property
+    def region_shape(self) -> tuple[int, ...]:
+        """The shape regions are given in: every axis but channels (``t`` first for a time series)."""
+        return self.shape[:-1] if self.axes.endswith("c") else self.shape
 
     @property
     def channels(self) -> int:
@@ -38,6 +48,7 @@ class DatasetInfo:
         return {
             "shape": list(self.shape), "dtype": self.dtype, "axes": self.axes, "channels": self.channels,
             "spatial_shape": list(self.spatial_shape), "dim": self.spatial_ndim, "dataset_id": self.dataset_id,
+            "time_points": self.time_points,
         }  # fmt: skip
 
 
@@ -55,12 +66,12 @@ class DataSource:
         if len(native) != len(native_shape) or len(set(native)) != len(native) or set(native) - set("tzyxc"):
             raise DataSourceError(f"axes '{native}' do not describe a dataset of shape {tuple(native_shape)}; "
                                   "give them with --raw-data-axes, e.g. yx, zyx or yxc")  # fmt: skip
-        if "t" in native and native_shape[native.index("t")] != 1:
-            raise DataSourceError("time series are not supported; serve one time point per dataset")
         spatial = [a for a in "zyx" if a in native]
         if "y" not in spatial or "x" not in spatial:
             raise DataSourceError(f"the dataset needs y and x axes, its axes are '{native}'")
-        canonical = "".join(spatial) + ("c" if "c" in native else "")
+        # A time series keeps t first; a single time point is just an image (ilastik drops singleton t).
+        timed = "t" in native and native_shape[native.index("t")] > 1
+        canonical = ("t" if timed else "") + "".join(spatial) + ("c" if "c" in native else "")
         self._native = native
         self._order = [native.index(a) for a in canonical]
         shape = tuple(int(native_shape[i]) for i in self._order)
@@ -71,12 +82,13 @@ class DataSource:
         raise NotImplementedError
 
     def read(self, begin, end) -> np.ndarray:
-        """The spatial region ``[begin, end)`` (canonical order), all channels, as a new array."""
-        spatial = self.info.axes.replace("c", "")
+        """The region ``[begin, end)`` over every axis but channels (canonical order, ``t`` first for a
+        time series), all channels, as a new array."""
+        region_axes = self.info.axes.replace("c", "")
         index = []
         for a in self._native:
-            if a in spatial:
-                i = spatial.index(a)
+            if a in region_axes:
+                i = region_axes.index(a)
                 index.append(slice(int(begin[i]), int(end[i])))
             elif a == "t":
                 index.append(0)
@@ -84,7 +96,7 @@ class DataSource:
                 index.append(slice(None))
         data = self._read_native(tuple(index))
         order = list(self._order)
-        if "t" in self._native:  # the t axis was indexed away: shift the later positions
+        if "t" in self._native and "t" not in region_axes:  # a singleton t was indexed away: shift positions
             t = self._native.index("t")
             order = [i - (i > t) for i in order]
         return np.ascontiguousarray(np.transpose(data, order))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilastikbackend.broker import BlockCache, CacheFullError, TaskQueue
-from ilastikbackend.core import Blocking
+from ilastikbackend.core.blocking import make_blocking
 from ilastikbackend.core.engines import ENGINE_VERSIONS
 from ilastikbackend.errors import ApiError
 from ilastikbackend.log import log_event
@@ -51,6 +51,17 @@ class PredictionSetup:
     num_classes: int
     feature_engine: str = "vigra"  # see ilastikbackend.core.engines
     num_features: int = 0  # feature channels (the forests' columns), for feature blocks
+    time_points: int | None = None  # a time series: blocks and regions carry t first
+
+    @property
+    def region_shape(self) -> tuple[int, ...]:
+        """What regions are given in: ``(t, *spatial)`` for a time series, else the spatial shape."""
+        return self.dataset_shape if self.time_points is None else (self.time_points, *self.dataset_shape)
+
+    @property
+    def axes(self) -> str:
+        """Axes of the answers, channels last: e.g. ``yxc``, ``zyxc``, ``tyxc``."""
+        return ("t" if self.time_points is not None else "") + ("zyx" if len(self.dataset_shape) == 3 else "yx") + "c"
 
     @classmethod
     def from_info(cls, info: dict) -> PredictionSetup:
@@ -78,7 +89,7 @@ class BlockPredictor:
         self.tasks = tasks
         self.lease_seconds = lease_seconds
         self.timeout_seconds = timeout_seconds
-        self.blocking = Blocking(list(setup.dataset_shape), list(setup.block_shape))
+        self.blocking = make_blocking(setup.dataset_shape, setup.block_shape, setup.time_points)
 
     def sibling(self, kind: str) -> BlockPredictor:
         """A predictor of another block kind for the same setup, cache and workers."""

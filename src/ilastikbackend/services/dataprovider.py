@@ -28,14 +28,14 @@ def raw_roi(fmt: str):
     source = _source()
     info = source.info
     encoding.check_format(fmt)
-    roi = parse_roi(request.args, info.spatial_shape, current_app.config["MAX_ROI_VOXELS"])
+    roi, channels = _region(info)
     channel = encoding.parse_channel(request.args.get("channel"), info.channels)
     region_bytes = roi.size * info.channels * np.dtype(info.dtype).itemsize
     streamed = fmt in encoding.STREAMED_FORMATS and region_bytes > STREAM_SLAB_BYTES
     budget = app_budget()
     held = budget.acquire(2 * STREAM_SLAB_BYTES if streamed else 3 * region_bytes, f"raw region {roi.query()}")
     try:
-        response = _raw_answer(source, fmt, roi, channel, region_bytes, streamed)
+        response = _raw_answer(source, fmt, roi, channel, region_bytes, streamed, channels)
     except BaseException:
         budget.release(held)
         raise
@@ -46,35 +46,48 @@ def raw_roi(fmt: str):
 STREAM_SLAB_BYTES = 16 << 20  # larger regions in streamed formats are read and sent slab by slab
 
 
-def _read(source: DataSource, roi: Roi) -> np.ndarray:
+def _region(info) -> tuple[Roi, slice]:
+    """The region asked for: every axis but channels (``t`` first for a time series), optionally followed
+    by a channel range when the data has channels."""
+    region = info.region_shape
+    given = len(request.args.get("extents_min", "").split("_"))
+    if info.axes.endswith("c") and given == len(region) + 1:
+        full = parse_roi(request.args, info.shape, current_app.config["MAX_ROI_VOXELS"])
+        return Roi(full.begin[:-1], full.end[:-1]), slice(full.begin[-1], full.end[-1])
+    return parse_roi(request.args, region, current_app.config["MAX_ROI_VOXELS"]), slice(None)
+
+
+def _read(source: DataSource, roi: Roi, channels: slice = slice(None)) -> np.ndarray:
     try:
-        return source.read(roi.begin, roi.end)
+        data = source.read(roi.begin, roi.end)
+        return data if channels == slice(None) else np.ascontiguousarray(data[..., channels])
     except OSError as err:  # a damaged file: say which region could not be read
         raise ApiError(500, f"reading region {roi.query()} of the raw data failed: {err}") from err
 
 
-def _raw_answer(source: DataSource, fmt: str, roi: Roi, channel, region_bytes: int, streamed: bool) -> Response:
+def _raw_answer(source: DataSource, fmt: str, roi: Roi, channel, region_bytes: int, streamed: bool,
+                channels: slice) -> Response:  # fmt: skip
     info = source.info
     headers = {"X-Dataset-Id": info.dataset_id}
     if streamed:
         rows = max(1, roi.shape[0] * STREAM_SLAB_BYTES // region_bytes)
         slabs = [Roi((b, *roi.begin[1:]), (min(b + rows, roi.end[0]), *roi.end[1:]))
                  for b in range(roi.begin[0], roi.end[0], rows)]  # fmt: skip
-        first = _read(source, slabs[0])  # a region that cannot be read at all still gets its JSON error
+        first = _read(source, slabs[0], channels)  # a region that cannot be read at all still gets its JSON error
 
         def pieces():
             yield first
             for slab in slabs[1:]:
-                yield _read(source, slab)  # a later failure aborts the answer short of its Content-Length
+                yield _read(source, slab, channels)  # a later failure aborts the answer short of its Content-Length
 
-        shape = roi.shape + ((info.channels,) if info.axes.endswith("c") else ())
+        shape = roi.shape + (first.shape[-1:] if info.axes.endswith("c") else ())
         response = encoding.stream(pieces(), shape, info.dtype, fmt, axes=info.axes, filename="raw")
         response.headers.update(headers)
         return response
-    data = _read(source, roi)
+    data = _read(source, roi, channels)
     png = None
     if fmt == "png":
-        png, extra = encoding.raw_png(data, info.spatial_ndim, info.axes.endswith("c"), channel)
+        png, extra = encoding.raw_png(data, len(roi.shape), info.axes.endswith("c"), channel)
         headers.update(extra)
     return encoding.encode(data, fmt, axes=info.axes, png=png, extra_headers=headers, filename="raw")
 

@@ -45,13 +45,15 @@ def parse_channel(value: str | None, n_channels: int) -> int | None:
 
 
 def _png_plane(array: np.ndarray, spatial: int) -> np.ndarray:
-    """Drop the one-slice-thick axis of a 3D region; PNG holds one 2D slice."""
-    if spatial == 3:
-        thin = [a for a in range(3) if array.shape[a] == 1]
+    """Drop one-slice-thick axes of a region with more than two axes (``t``, ``z``); PNG holds one 2D slice."""
+    region = array.shape[:spatial]
+    while spatial > 2:
+        thin = [a for a in range(spatial) if array.shape[a] == 1]
         if not thin:
-            raise ApiError(400, f"a 3D region as PNG must be one slice thick along some axis, got {array.shape[:3]}; "
-                           "ask for a single slice, or use tiff, hdf5 or npy")  # fmt: skip
+            raise ApiError(400, f"a region of shape {region} as PNG must be one slice thick along all but two "
+                           "axes; ask for a single slice, or use tiff, hdf5 or npy")  # fmt: skip
         array = np.take(array, 0, axis=thin[0])
+        spatial -= 1
     return array
 
 

@@ -181,7 +181,7 @@ class ExportJob:
         self.state = "running"
         try:
             writer = OutputWriter(self.path, self.fmt, self.roi.shape + (self.num_classes,),
-                                  tuple(predictor.setup.block_shape) + (self.num_classes,), self.axes)  # fmt: skip
+                                  tuple(predictor.blocking.block_shape) + (self.num_classes,), self.axes)  # fmt: skip
         except (OSError, ValueError) as err:
             self.state, self.error, self.finished = "failed", f"cannot create {self.path}: {err}", time.time()
             _remove(self.path)

@@ -214,13 +214,12 @@ def export_start():
     fmt = request.args.get("format", "hdf5")
     if fmt not in EXPORT_FORMATS:
         raise ApiError(400, f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {quote_input(fmt)}")
-    shape = predictor.setup.dataset_shape
+    shape = predictor.setup.region_shape
     if "extents_min" in request.args or "extents_max" in request.args:
         roi = parse_roi(request.args, shape)
     else:
         roi = Roi(tuple(0 for _ in shape), tuple(shape))
-    axes = "zyx" if len(shape) == 3 else "yx"
-    job = state.exports.start(predictor, fmt, roi, predictor.setup.num_classes, axes)
+    job = state.exports.start(predictor, fmt, roi, predictor.setup.num_classes, predictor.setup.axes[:-1])
     return jsonify({**job.status(), "status_url": f"/export/{job.id}"}), 202
 
 

@@ -86,8 +86,8 @@ def output_response(output: Output, predictor: BlockPredictor, fmt: str, roi: Ro
 
 
 def _answer(output: Output, predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str, channel):
-    spatial = len(predictor.setup.dataset_shape)
-    axes = ("zyx" if spatial == 3 else "yx") + "c"
+    axes = predictor.setup.axes
+    spatial = len(axes) - 1  # PNG: one 2D slice of whatever the region is (t counts like z)
     shape = roi.shape + (output.channels(predictor),)
     block = predictor.whole_block(roi) if fmt == "npy" and output.derive is None else None
     if block is not None:  # exactly one block as .npy: its stored bytes are the answer (exports ask for these)
@@ -126,7 +126,7 @@ def add_output_routes(bp: Blueprint, resolve: Callable[[str], tuple[BlockPredict
         spec = OUTPUTS[output]
         encoding.check_format(fmt)
         predictor, colors = resolve(spec.kind)
-        roi = parse_roi(request.args, predictor.setup.dataset_shape, current_app.config["MAX_ROI_VOXELS"])
+        roi = parse_roi(request.args, predictor.setup.region_shape, current_app.config["MAX_ROI_VOXELS"])
         return output_response(spec, predictor, fmt, roi, colors, output)
 
     for spec in OUTPUTS.values():

@@ -111,11 +111,17 @@ class BlockWorker:
         try:
             clf = self.registry.get(task)
             raw = fetch_raw(task)
+            # A time series' block is one time point: its raw region carries t first (one thick).
+            timed = len(task["outer_begin"]) == len(task["dataset_shape"]) + 1
+            if timed:
+                raw = raw[0]
             fetched = time.perf_counter()
             if task.get("kind", PROBABILITIES) == FEATURES:
                 probs = clf.features(raw, task["inner_begin"], task["inner_end"])
             else:
                 probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
+            if timed:
+                probs = probs[np.newaxis]
             computed = time.perf_counter()
         finally:
             done.set()
