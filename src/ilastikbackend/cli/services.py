@@ -30,12 +30,13 @@ def dataprovider_main(argv=None) -> None:
     """Serve one raw dataset by region of interest (port 9000)."""
     p = argparse.ArgumentParser(prog="dataproviderservice.py", description="Serve a raw dataset by region.")
     raw_args(p)
+    p.add_argument("--project", default=None, help="the .ilp: read the data with its training axes, check channels")
     common_args(p, 9000)
     args = p.parse_args(argv)
     configure_logging(args.verbose)
     from ilastikbackend.services.dataprovider import create_app
 
-    source = open_source(args)
+    source = open_source(args, load_project(args) if args.project else None)
     log_event(
         "dataset",
         file=args.raw_data_file,
@@ -193,8 +194,8 @@ def _serve_all(args, on_ready=None):
     from ilastikbackend.services import dataprovider, gateway
     from ilastikbackend.services.worker import ClassifierRegistry
 
-    source = open_source(args)
     project = load_project(args)
+    source = open_source(args, project)
     classifier = make_classifier(args, project, source.info.spatial_shape)
     registry = ClassifierRegistry()
     registry.add(classifier, source.info.spatial_shape)
@@ -227,6 +228,7 @@ def demo_main(argv=None) -> None:
     ns = p.parse_args(argv)
     args = argparse.Namespace(
         raw_data_file=os.path.join(ns.seed_dir, "raw.h5"), raw_data_path="exported_data", raw_data_axes=None,
+        raw_data_format=None, stack_along="z", raw_data_scale=None,
         project=os.path.join(ns.seed_dir, "pc.ilp"), blocksize=None, feature_engine=None, clear_cache=False,
         host="127.0.0.1", dataprovider_port=9000, pixelclassification_port=8888, gateway_port=8080, threads=48,
         max_roi_voxels=1 << 26, verbose=False, redis_url=None, amqp_url=None, queue="ilastik.blocks",

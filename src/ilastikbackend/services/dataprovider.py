@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from ilastikbackend.data import DataSource
+from ilastikbackend.data import DataReadError, DataSource
 from ilastikbackend.roi import parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.openapi_parts import json_response, roi_operation, simple_get, text
@@ -22,13 +22,16 @@ def raw_roi(fmt: str):
     source = _source()
     info = source.info
     encoding.check_format(fmt)
-    roi = parse_roi(request.args, info.spatial_shape, current_app.config["MAX_ROI_VOXELS"])
+    roi = parse_roi(request.args, info.region_shape, current_app.config["MAX_ROI_VOXELS"])
     has_c = info.axes.endswith("c")
     channel = encoding.parse_channel(request.args.get("channel"), info.channels)
     try:
         data = source.read(roi.begin, roi.end)
-    except OSError as err:  # a damaged file: say which region could not be read
-        raise ApiError(500, f"reading region {roi.query()} of the raw data failed: {err}") from err
+    except DataReadError as err:  # a damaged file: name the file, the region and the reason
+        raise ApiError(422, f"reading region {roi.query()} of {err.path} failed: {err.reason}",
+                       file=err.path, region=roi.query(), reason=err.reason) from err  # fmt: skip
+    except OSError as err:
+        raise ApiError(422, f"reading region {roi.query()} of the raw data failed: {err}", region=roi.query()) from err
     png, headers = (None, {})
     if fmt == "png":
         png, headers = encoding.raw_png(data, info.spatial_ndim, has_c, channel)
@@ -58,14 +61,16 @@ def info_dim():
 
 SPEC = openapi(
     "ilastik data provider",
-    "Serves one raw dataset (HDF5) by region of interest. Regions use the spatial axes in (z,) y, x order; "
-    "every channel is returned, channels last.",
+    "Serves one raw dataset (any format the data layer reads) by region of interest. Regions use the axes "
+    "(t,) (z,) y, x in that order (t only for time series); every channel is returned, channels last. "
+    "A region the file cannot deliver (a damaged chunk) is a 422 naming the file, the region and the reason.",
     {
         "/raw/{format}/roi": roi_operation(
-            "raw data of a region", 400, 413, example="/raw/png/roi?extents_min=10_10&extents_max=100_150"
+            "raw data of a region", 400, 413, 422, example="/raw/png/roi?extents_min=10_10&extents_max=100_150"
         ),
         "/info": simple_get(
-            "shape, dtype, axes, channels and id of the dataset, as JSON", json_response("dataset info")
+            "shape, dtype, axes (and where they came from), channels, time points and id of the dataset, as JSON",
+            json_response("dataset info"),
         ),
         "/info/dtype": simple_get("numpy dtype of the data, e.g. uint8", text("dtype")),
         "/info/shape": simple_get("spatial shape joined by '_', e.g. 193_185", text("shape")),

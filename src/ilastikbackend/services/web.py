@@ -169,7 +169,8 @@ ERROR_SCHEMA = {
 
 
 def error_responses(*codes: int) -> dict:
-    texts = {400: "bad request", 404: "not found", 413: "region too large", 500: "internal error",
+    texts = {400: "bad request", 404: "not found", 413: "region too large", 422: "unreadable data",
+             500: "internal error",
              502: "block computation failed", 503: "backend unavailable", 504: "timed out"}  # fmt: skip
     return {
         str(c): {
