@@ -113,9 +113,9 @@ def test_imagej_singleton_axes_dropped(tmp_path):
 
 def test_ome_tiff_tczyx_tiled(tmp_path):
     data = volume((2, 3, 4, 32, 40), np.uint16, seed=7)  # t c z y x
-    tifffile.imwrite(tmp_path / "a.ome.tif", data, tile=(16, 16), compression="zlib",
-                     metadata={"axes": "TCZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0,
-                               "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm", "PhysicalSizeZUnit": "µm"})  # fmt: skip
+    metadata = {"axes": "TCZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}
+    metadata.update({f"PhysicalSize{a}Unit": "µm" for a in "XYZ"})
+    tifffile.imwrite(tmp_path / "a.ome.tif", data, tile=(16, 16), compression="zlib", metadata=metadata)
     reader = open_dataset(tmp_path / "a.ome.tif")
     check_reader(reader, np.transpose(data, (0, 2, 3, 4, 1)), "tzyxc")
     assert "OME-TIFF" in reader.info.axes_source

@@ -226,7 +226,9 @@ def _read_input_data(f: h5py.File) -> InputData:
     local: list[str] = []
     group = f.get("Input Data/local_data")
     if isinstance(group, h5py.Group):
-        group.visititems(lambda n, o: local.append(f"Input Data/local_data/{n}") if isinstance(o, h5py.Dataset) else None)
+        group.visititems(
+            lambda n, o: local.append(f"Input Data/local_data/{n}") if isinstance(o, h5py.Dataset) else None
+        )
     return InputData(axes, scale, tuple(local))
 
 

@@ -211,8 +211,10 @@ def decide_axes(
         axes = explicit.strip().lower()
         problem = axes_problem(axes, ndim)
         if problem:
-            raise DataSourceError(f"the axes '{explicit}' do not describe {what} of shape {tuple(shape)}: {problem}; "
-                                  f"give one letter of t, z, y, x, c per dimension, e.g. {_example(shape, found)}")  # fmt: skip
+            raise DataSourceError(
+                f"the axes '{explicit}' do not describe {what} of shape {tuple(shape)}: {problem}; "
+                f"give one letter of t, z, y, x, c per dimension, e.g. {_example(shape, found)}"
+            )
         return AxesDecision(axes, EXPLICIT)
     if training and axes_problem(training.lower()) is None:
         training = training.lower()

@@ -47,6 +47,27 @@ class NativeData:
     extra: dict = field(default_factory=dict)
 
 
+class MappedFileGuard:
+    """Protects memory-mapped reads: touching a mapping past the end of a file that was truncated while
+    being served kills the process (SIGBUS), so the file's size is checked before every read."""
+
+    def __init__(self, path: str, needed_bytes: int):
+        self._fd = os.open(path, os.O_RDONLY)
+        self.needed_bytes = int(needed_bytes)
+
+    def check(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size < self.needed_bytes:
+            raise OSError(f"the file was truncated to {size} bytes while being served; its data needs "
+                          f"{self.needed_bytes}")  # fmt: skip
+
+    def __del__(self):
+        try:
+            os.close(self._fd)
+        except (OSError, AttributeError):
+            pass
+
+
 def file_identity(path: str) -> str:
     st = os.stat(path)
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
@@ -171,8 +192,8 @@ class Reader:
             raise DataReadError(self.path, describe_region(region_axes, begin, end), _reason(err)) from err
         data = np.asarray(data)
         if data.shape != expected_native:
-            raise DataReadError(self.path, describe_region(region_axes, begin, end),
-                                f"the file delivered {data.shape} values for a region of {expected_native}")  # fmt: skip
+            reason = f"the file delivered {data.shape} values for a region of {expected_native}"
+            raise DataReadError(self.path, describe_region(region_axes, begin, end), reason)
         if data.dtype != self._dtype:
             data = data.astype(self._dtype)
         if layout.dropped:

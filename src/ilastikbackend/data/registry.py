@@ -95,7 +95,9 @@ def _is_hdf5(path: str) -> bool:
 
 def _is_pnm(path: str) -> bool:
     head = _head(path, 3)
-    return os.path.isfile(path) and len(head) == 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace()
+    return (
+        os.path.isfile(path) and len(head) == 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace()
+    )
 
 
 def _is_npz(path: str) -> bool:

@@ -58,8 +58,8 @@ class Hdf5Reader(Reader):
             internal = self._only_dataset(path)
         obj = self._file.get(internal)
         if not isinstance(obj, h5py.Dataset):
-            what = "a group, not a dataset" if obj is not None else "missing"
-            raise DataSourceError(f"'{internal}' in {path} is {what}; datasets there: {_listed(_datasets(self._file))}")
+            problem = f"'{internal}' in {path} is a group" if obj is not None else f"no dataset '{internal}' in {path}"
+            raise DataSourceError(f"{problem}; datasets there: {_listed(_datasets(self._file))}")
         self._ds = obj
         self.path = f"{path}/{internal}"
         self._check_filters()

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 
 from ilastikbackend.data.axes import GUESSED, FileAxes
-from ilastikbackend.data.base import NativeData, OpenOptions, Reader, file_identity
+from ilastikbackend.data.base import MappedFileGuard, NativeData, OpenOptions, Reader, file_identity
 from ilastikbackend.data.errors import DataSourceError, FormatMismatch
 from ilastikbackend.log import log_event
 
@@ -44,9 +44,11 @@ class NpyReader(Reader):
         except (ValueError, OSError, EOFError) as err:  # truncated ("mmap length is greater ..."), object arrays
             raise DataSourceError(f"cannot read {path} as .npy: {err}") from err
         _check_dtype(path, self._array.dtype)
+        self._guard = MappedFileGuard(path, self._array.offset + self._array.nbytes)
         return NativeData(self._array.shape, self._array.dtype, FileAxes(None, GUESSED), file_identity(path))
 
     def _read_native(self, index):
+        self._guard.check()
         return np.array(self._array[index])
 
 
@@ -100,6 +102,7 @@ class NpzReader(Reader):
                                         order="F" if fortran else "C")  # fmt: skip
             except ValueError as err:
                 raise DataSourceError(f"cannot read '{key}' in {path}: {err}") from err
+            self._guard = MappedFileGuard(path, offset + self._array.nbytes)
         else:
             log_event("npz_compressed", file=path, key=key, note="decoded whole on first read")
         return NativeData(shape, dtype, FileAxes(None, GUESSED), f"{file_identity(path)}|{key}")
@@ -112,4 +115,6 @@ class NpzReader(Reader):
             return self._array
 
     def _read_native(self, index):
+        if isinstance(self._array, np.memmap):
+            self._guard.check()
         return np.array(self._whole()[index])

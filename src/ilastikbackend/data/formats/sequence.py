@@ -66,12 +66,16 @@ class SequenceReader(Reader):
                 self._lacks_axis.add(k)
             elif info.axes != file_axes:
                 shape = None
-            same = shape is not None and info.dtype == reference.dtype and all(
-                n == m for d, (n, m) in enumerate(zip(shape, reference.shape)) if d != along
+            same = (
+                shape is not None
+                and info.dtype == reference.dtype
+                and all(n == m for d, (n, m) in enumerate(zip(shape, reference.shape)) if d != along)
             )
             if not same:
-                raise DataSourceError(f"{f} does not match {reference.path} in the sequence: {info.axes} "
-                                      f"{info.shape} {info.dtype} vs {file_axes} {reference.shape} {reference.dtype}")  # fmt: skip
+                raise DataSourceError(
+                    f"{f} does not match {reference.path} in the sequence: {info.axes} {info.shape} {info.dtype} "
+                    f"vs {file_axes} {reference.shape} {reference.dtype}"
+                )
             length = 1 if self._new_axis else shape[along]
             extents.append((start, start + length))
             start += length

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from ilastikbackend.data.axes import GUESSED, FileAxes, axes_problem
-from ilastikbackend.data.base import NativeData, OpenOptions, Reader, file_identity
+from ilastikbackend.data.base import MappedFileGuard, NativeData, OpenOptions, Reader, file_identity
 from ilastikbackend.data.errors import DataSourceError, FormatMismatch
 from ilastikbackend.log import log_event
 
@@ -66,6 +66,7 @@ class TiffReader(Reader):
                                       f"the file has {os.path.getsize(path)}")  # fmt: skip
             self._array = np.memmap(path, dtype=dtype.newbyteorder(self._tif.byteorder), mode="r",
                                     offset=series.dataoffset, shape=shape)  # fmt: skip
+            self._guard = MappedFileGuard(path, series.dataoffset + nbytes)
             self._zarr = None
         else:
             self._check_pages(path, series)
@@ -83,17 +84,19 @@ class TiffReader(Reader):
     @staticmethod
     def _check_pages(path: str, series) -> None:
         """A truncated or damaged file loses pages: say so now rather than fail (or fill) later."""
-        pages = series.pages
-        missing = sum(1 for p in pages if p is None)
         page_shape = tuple(series.keyframe.shape)
         shape = tuple(series.shape)
-        expected = None
+        expected = len(series.pages)
         if page_shape and shape[len(shape) - len(page_shape) :] == page_shape:
-            expected = math.prod(shape[: len(shape) - len(page_shape)])
-        if missing or (expected is not None and len(pages) < expected):
-            have = len(pages) - missing
-            raise DataSourceError(f"{path} is truncated or damaged: {have} of {expected or len(pages)} image "
-                                  "planes can be found")  # fmt: skip
+            expected = max(expected, math.prod(shape[: len(shape) - len(page_shape)]))
+        have = 0
+        try:
+            for page in series.pages:  # tifffile names missing pages None, or fails past the last readable one
+                have += page is not None
+        except (IndexError, ValueError, OSError) as err:
+            log_event("tiff_pages_unreadable", file=path, error=str(err))
+        if have < expected:
+            raise DataSourceError(f"{path} is truncated or damaged: {have} of {expected} image planes can be found")
 
     def _file_axes(self, tiff_axes: str, kind: str) -> FileAxes:
         axes = tiff_axes.lower().replace("s", "c").replace("i", "t")
@@ -137,6 +140,7 @@ class TiffReader(Reader):
 
     def _read_native(self, index):
         if self._array is not None:
+            self._guard.check()
             return np.array(self._array[index])
         return np.asarray(self._zarr[index])
 

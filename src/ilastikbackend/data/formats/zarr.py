@@ -318,8 +318,9 @@ class N5Reader(ZarrReader):
             if Node(path).kind != "array":
                 arrays = _arrays_below(path)
                 if len(arrays) != 1:
+                    listed = ", ".join(arrays[:12]) or "none"
                     raise DataSourceError(f"{path} holds {len(arrays)} datasets; name one: {path}/<dataset> or "
-                                          f"--raw-data-path (datasets: {', '.join(arrays[:12]) or 'none'})")  # fmt: skip
+                                          f"--raw-data-path (datasets: {listed})")  # fmt: skip
                 internal = arrays[0]
         folder = os.path.join(path, internal)
         node = Node(folder)
