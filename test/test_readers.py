@@ -504,5 +504,25 @@ def test_every_format_is_listed_once():
         assert spec.reader_class().__name__.endswith("Reader")
 
 
+def test_a_missing_library_fails_only_its_format_with_an_install_hint(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tifffile(name, *args, **kwargs):
+        if name == "tifffile":
+            raise ImportError("No module named 'tifffile'", name="tifffile")
+        return real_import(name, *args, **kwargs)
+
+    tifffile.imwrite(tmp_path / "a.tif", VOL[0])
+    np.save(tmp_path / "a.npy", VOL[0])
+    monkeypatch.setattr(builtins, "__import__", no_tifffile)
+    with pytest.raises(
+        DataSourceError, match="reading TIFF .*needs the Python package 'tifffile'.*pip install tifffile"
+    ):
+        open_dataset(tmp_path / "a.tif")
+    check_reader(open_dataset(tmp_path / "a.npy"), VOL[0], "yx")
+
+
 def test_format_mismatch_is_a_data_source_error():
     assert issubclass(FormatMismatch, DataSourceError)

@@ -217,6 +217,19 @@ def test_truncated_tiff_strip_is_a_read_error(tmp_path):
         reader_before.read((56, 0), (64, 48))
 
 
+def test_cut_off_jpeg_strips(tmp_path):
+    """libjpeg decodes a cut-off strip without complaint: the file's size is checked against its strips."""
+    rgb = volume((64, 48, 3), np.uint8, seed=5)
+    path = tmp_path / "j.tif"
+    tifffile.imwrite(path, rgb, photometric="rgb", compression="jpeg", rowsperstrip=16)
+    reader = open_dataset(path)
+    _truncate(path, 0.9)  # while it is served: the last strip loses its end
+    with pytest.raises(DataReadError, match="truncated to"):
+        reader.read((0, 0), (8, 8))
+    with pytest.raises(DataSourceError, match="j.tif is truncated: its image data runs to byte"):
+        open_dataset(path)
+
+
 def test_undecodable_hdf5_chunk(tmp_path):
     path = tmp_path / "a.h5"
     with h5py.File(path, "w") as f:
@@ -313,6 +326,9 @@ def test_data_provider_info_and_time_series(tmp_path):
 
     np.testing.assert_array_equal(np.load(io.BytesIO(r.data)), data[1:3, 2:10, 3:16])
     assert client.get("/raw/npy/roi?extents_min=3_0_0&extents_max=4_1_1").status_code == 400
+    png = client.get("/raw/png/roi?extents_min=2_0_0&extents_max=3_20_16&channel=1")
+    assert png.status_code == 200 and png.mimetype == "image/png"
+    assert "one time point" in client.get("/raw/png/roi?extents_min=0_0_0&extents_max=2_20_16").get_json()["error"]
 
 
 def test_vanished_file_is_a_read_error(tmp_path):

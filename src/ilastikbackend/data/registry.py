@@ -54,11 +54,15 @@ class FormatSpec:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
-            missing = err.name or "a package"
-            hint = " ".join(self.requires) or missing
-            raise DataSourceError(f"reading {self.description} needs the Python package '{missing}', which is "
-                                  f"not installed: pip install {hint}") from err  # fmt: skip
+            raise _missing_package(self, err) from err
         return getattr(module, class_name)
+
+
+def _missing_package(spec: FormatSpec, err: ImportError) -> DataSourceError:
+    missing = err.name or "a package"
+    hint = " ".join(spec.requires) or missing
+    return DataSourceError(f"reading {spec.description} needs the Python package '{missing}', which is not "
+                           f"installed: pip install {hint}")  # fmt: skip
 
 
 def _head(path: str, n: int = 16) -> bytes:
@@ -260,6 +264,8 @@ def open_with_registry(path: str, options: OpenOptions) -> Reader:
             return reader_class(path, options)
         except FormatMismatch as err:
             declined.append(f"{spec.name}: {err}")
+        except ImportError as err:  # readers import their libraries when they open a file
+            raise _missing_package(spec, err) from err
     raise DataSourceError(f"{path} cannot be read as {' or '.join(s.name for s in specs)} ({'; '.join(declined)})")
 
 

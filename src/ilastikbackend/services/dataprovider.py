@@ -34,7 +34,13 @@ def raw_roi(fmt: str):
         raise ApiError(422, f"reading region {roi.query()} of the raw data failed: {err}", region=roi.query()) from err
     png, headers = (None, {})
     if fmt == "png":
-        png, headers = encoding.raw_png(data, info.spatial_ndim, has_c, channel)
+        if info.time_points > 1:  # a PNG shows one time point
+            if roi.shape[0] != 1:
+                raise ApiError(400, f"a PNG shows one time point; this region spans {roi.shape[0]} (t is the first "
+                               "coordinate of extents_min/extents_max)")  # fmt: skip
+            png, headers = encoding.raw_png(data[0], info.spatial_ndim, has_c, channel)
+        else:
+            png, headers = encoding.raw_png(data, info.spatial_ndim, has_c, channel)
     headers["X-Dataset-Id"] = info.dataset_id
     return encoding.encode(data, fmt, axes=info.axes, png=png, extra_headers=headers, filename="raw")
 

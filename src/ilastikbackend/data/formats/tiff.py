@@ -69,7 +69,9 @@ class TiffReader(Reader):
             self._guard = MappedFileGuard(path, series.dataoffset + nbytes)
             self._zarr = None
         else:
-            self._check_pages(path, series)
+            # Decoders such as libjpeg fill a cut-off strip silently: check that the file holds every byte
+            # the pages point at, now and before every read (a file can shrink while it is served).
+            self._guard = MappedFileGuard(path, self._check_pages(path, self._tif, series))
             import zarr
 
             store = series.aszarr(lock=self._lock, maxworkers=1)
@@ -82,21 +84,31 @@ class TiffReader(Reader):
         return NativeData(shape, dtype, self._file_axes(series.axes, kind), file_identity(path))
 
     @staticmethod
-    def _check_pages(path: str, series) -> None:
-        """A truncated or damaged file loses pages: say so now rather than fail (or fill) later."""
+    def _check_pages(path: str, tif, series) -> int:
+        """A truncated or damaged file loses pages or the ends of strips: say so now rather than fail (or fill)
+        later. Returns the file size the pages need."""
         page_shape = tuple(series.keyframe.shape)
         shape = tuple(series.shape)
         expected = len(series.pages)
         if page_shape and shape[len(shape) - len(page_shape) :] == page_shape:
             expected = max(expected, math.prod(shape[: len(shape) - len(page_shape)]))
-        have = 0
+        have = needed = 0
         try:
             for page in series.pages:  # tifffile names missing pages None, or fails past the last readable one
-                have += page is not None
+                if page is None:
+                    continue
+                have += 1
+                if page.parent is tif:  # (an OME-TIFF's other files are checked when read)
+                    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+                    needed = max([needed, *ends])
         except (IndexError, ValueError, OSError) as err:
             log_event("tiff_pages_unreadable", file=path, error=str(err))
         if have < expected:
             raise DataSourceError(f"{path} is truncated or damaged: {have} of {expected} image planes can be found")
+        size = os.path.getsize(path)
+        if needed > size:
+            raise DataSourceError(f"{path} is truncated: its image data runs to byte {needed}, the file has {size}")
+        return needed
 
     def _file_axes(self, tiff_axes: str, kind: str) -> FileAxes:
         axes = tiff_axes.lower().replace("s", "c").replace("i", "t")
@@ -139,8 +151,8 @@ class TiffReader(Reader):
         return sizes
 
     def _read_native(self, index):
+        self._guard.check()
         if self._array is not None:
-            self._guard.check()
             return np.array(self._array[index])
         return np.asarray(self._zarr[index])
 
