@@ -526,3 +526,39 @@ def test_a_missing_library_fails_only_its_format_with_an_install_hint(tmp_path, 
 
 def test_format_mismatch_is_a_data_source_error():
     assert issubclass(FormatMismatch, DataSourceError)
+
+
+def test_tiff_with_several_series_serves_the_first_and_says_so(tmp_path, caplog):
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tw:
+        tw.write(VOL, metadata={"axes": "ZYX"}, compression="zlib")
+        tw.write(RGB, photometric="rgb")
+    with caplog.at_level("INFO", logger="ilastikbackend"):
+        check_reader(open_dataset(tmp_path / "two.tif"), VOL, "zyx")
+    assert "tiff_series" in caplog.text and "YXS (40, 33, 3)" in caplog.text
+
+
+def test_concurrent_region_reads(tmp_path):
+    """The services read from many threads at once: every reader answers each of them correctly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tifffile.imwrite(tmp_path / "a.tif", VOL, compression="zstd", tile=(16, 16), metadata={"axes": "ZYX"})
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("data", data=VOL, chunks=(2, 16, 16), compression="gzip")
+    write_zarr(tmp_path / "a.zarr", VOL, version=3, chunks=(2, 16, 16))
+    _png_slices(tmp_path / "s", VOL.astype(np.uint8))
+    cases = [(open_dataset(tmp_path / "a.tif"), VOL), (open_dataset(tmp_path / "a.h5"), VOL),
+             (open_dataset(tmp_path / "a.zarr"), VOL),
+             (open_dataset(tmp_path / "s"), VOL.astype(np.uint8)[..., None])]  # fmt: skip
+    rng = np.random.default_rng(0)
+    jobs = []
+    for _ in range(40):
+        b = [int(rng.integers(0, n)) for n in VOL.shape]
+        e = [int(rng.integers(x + 1, n + 1)) for x, n in zip(b, VOL.shape)]
+        jobs.extend((reader, expected, b, e) for reader, expected in cases)
+
+    def run(job):
+        reader, expected, b, e = job
+        np.testing.assert_array_equal(reader.read(b, e), expected[tuple(slice(x, y) for x, y in zip(b, e))])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(run, jobs))

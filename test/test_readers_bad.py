@@ -102,12 +102,12 @@ def test_unsupported_tiff_codec(tmp_path):
 
 def test_unavailable_hdf5_filter(tmp_path):
     path = tmp_path / "blosc.h5"
-    with h5py.File(path, "w") as f:  # a Blosc-compressed dataset, as hdf5plugin writes it
-        ds = f.create_dataset("data", shape=(4, 4), dtype="u1", chunks=(4, 4), compression=32001,
+    with h5py.File(path, "w") as f:  # a filter no installation has (like Blosc without hdf5plugin)
+        ds = f.create_dataset("data", shape=(4, 4), dtype="u1", chunks=(4, 4), compression=33333,
                               allow_unknown_filter=True)  # fmt: skip
         ds.id.write_direct_chunk((0, 0), b"not really blosc")
     with pytest.raises(
-        DataSourceError, match=r"blosc.h5/data is compressed with the HDF5 filter .*id 32001.*hdf5plugin"
+        DataSourceError, match=r"blosc.h5/data is compressed with the HDF5 filter .*id 33333.*hdf5plugin"
     ):
         open_dataset(path)
 

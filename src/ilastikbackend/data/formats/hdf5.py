@@ -87,6 +87,11 @@ class Hdf5Reader(Reader):
     def _check_filters(self) -> None:
         import h5py
 
+        try:  # Blosc, LZ4, Zstd, ... for HDF5, when installed (not a dependency: the error below names it)
+            import hdf5plugin  # noqa: F401
+        except ImportError:
+            pass
+
         plist = self._ds.id.get_create_plist()
         for i in range(plist.get_nfilters()):
             code, _flags, _values, name = plist.get_filter(i)
