@@ -160,16 +160,26 @@ def make_backend(args, registry=None):
     return cache, LocalTaskQueue(worker.handle, worker.fail, workers=args.workers)
 
 
-def open_source(args):
-    from ilastikbackend.data import DataSourceError, open_source
+def open_source(args, project=None):
+    """The raw data of ``args``; with a project, read with its training axes and scale and checked against
+    its channel count (a start-up error naming both numbers)."""
+    from ilastikbackend.data import DataSourceError, check_channels, open_dataset
 
     try:
-        source = open_source(args.raw_data_file, args.raw_data_path, args.raw_data_axes)
+        reader = open_dataset(
+            args.raw_data_file, internal_path=args.raw_data_path, axes=args.raw_data_axes,
+            training_axes=project.training_axes if project is not None else None,
+            stack_along=getattr(args, "stack_along", None) or "z", scale=getattr(args, "raw_data_scale", None),
+            working_scale=project.working_scale if project is not None else None,
+            format=getattr(args, "raw_data_format", None),
+        )  # fmt: skip
+        if project is not None:
+            check_channels(reader.info, project.input_channels, project=project.path)
     except DataSourceError as err:
         fail(str(err))
-    if 0 in source.info.shape:
-        fail(f"{args.raw_data_file}: the dataset is empty (shape {source.info.shape}, axes {source.info.axes})")
-    return source
+    if 0 in reader.info.shape:
+        fail(f"{args.raw_data_file}: the dataset is empty (shape {reader.info.shape}, axes {reader.info.axes})")
+    return reader
 
 
 def load_project(args):
@@ -199,19 +209,42 @@ def make_classifier(args, project, spatial_shape):
 
 
 def raw_args(p: argparse.ArgumentParser) -> None:
+    from ilastikbackend.data import format_names
+
     p.add_argument(
         "--raw-data-file",
         required=True,
-        help="the raw data: an HDF5 file, a TIFF file, a folder of TIFF slices, a .zarr or .n5 folder",
+        help="the raw data: HDF5 (file.h5/dataset), TIFF/OME-TIFF, PNG, JPEG, BMP, GIF, .npy, .npz, Zarr, N5, "
+        "OME-Zarr, an .ilp holding its raw data, or an image sequence (a folder or a quoted glob)",
     )
     p.add_argument(
-        "--raw-data-path", default=None, help="dataset inside an HDF5, Zarr or N5 container, e.g. exported_data"
+        "--raw-data-path",
+        default=None,
+        help="dataset inside an HDF5, Zarr, N5 or npz container, e.g. exported_data (or append it: file.h5/data)",
     )
     p.add_argument(
         "--raw-data-axes",
         default=None,
-        help="axis order of the dataset, e.g. yx, zyx, yxc (default: from ilastik's axistags, "
-        "else yx/zyx/zyxc by dimension)",
+        help="axes of the data in the file's order, e.g. yx, zyx, yxc, tzyxc; overrides everything (default: "
+        "the project's training axes, else the file's metadata, else ilastik's guess by dimension)",
+    )
+    p.add_argument(
+        "--raw-data-format",
+        choices=format_names(),
+        default=None,
+        help="read the data as this format instead of detecting it from the file",
+    )
+    p.add_argument(
+        "--stack-along",
+        choices=("z", "t", "c"),
+        default="z",
+        help="how an image sequence is stacked (ilastik's --stack_along; default z)",
+    )
+    p.add_argument(
+        "--raw-data-scale",
+        default=None,
+        help="OME-Zarr scale to serve, a dataset path (e.g. s1) or index (default: the project's working "
+        "scale, else full resolution)",
     )
 
 

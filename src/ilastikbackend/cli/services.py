@@ -35,12 +35,13 @@ def dataprovider_main(argv=None) -> None:
     """Serve one raw dataset by region of interest (port 9000)."""
     p = argparse.ArgumentParser(prog="dataproviderservice.py", description="Serve a raw dataset by region.")
     raw_args(p)
+    p.add_argument("--project", default=None, help="the .ilp: read the data with its training axes, check channels")
     common_args(p, 9000)
     args = p.parse_args(argv)
     start(args)
     from ilastikbackend.services.dataprovider import create_app
 
-    source = open_source(args)
+    source = open_source(args, load_project(args) if args.project else None)
     log_event(
         "dataset",
         file=args.raw_data_file,
@@ -211,8 +212,8 @@ def _serve_all(args, on_ready=None) -> None:
     from ilastikbackend.services import dataprovider, gateway
     from ilastikbackend.services.worker import ClassifierRegistry
 
-    source = open_source(args)
     project = load_project(args)
+    source = open_source(args, project)
     classifier = make_classifier(args, project, source.info.spatial_shape)
     registry = ClassifierRegistry()
     registry.add(classifier, source.info.spatial_shape)

@@ -70,7 +70,17 @@ class Project:
     label_names : tuple of str
     label_colors : tuple of (int, int, int)
     raw_axes : str
-        Axis order of the training data, e.g. ``"yx"`` or ``"zyxc"``; empty if unknown.
+        Axis order of the training data, e.g. ``"yx"`` or ``"zyxc"``; empty if unknown. The same as
+        ``training_axes``.
+    training_axes : str
+        The axes ilastik stored for the raw data of its last training lane
+        (``/Input Data/infos/lane*/Raw Data/axistags``, else the legacy ``axisorder``); ilastik's headless
+        mode applies them to new files. Empty if the project has no lanes.
+    working_scale : str
+        The multiscale level (OME-Zarr) the last lane was trained on; empty if none was stored.
+    local_data : tuple of str
+        HDF5 paths of raw data copied into the project (ilastik's "copy into project"), e.g.
+        ``"Input Data/local_data/<id>"``: ``open_dataset(f"{path}/{local_data[0]}")`` serves it.
     """
 
     path: str
@@ -84,6 +94,9 @@ class Project:
     label_names: tuple[str, ...]
     label_colors: tuple[tuple[int, int, int], ...]
     raw_axes: str = ""
+    training_axes: str = ""
+    working_scale: str = ""
+    local_data: tuple[str, ...] = ()
     spatial_ndim: int = 2
     input_channels: int = 1
     extra: dict = field(default_factory=dict, compare=False)
@@ -181,19 +194,45 @@ def _read_feature_selection(f: h5py.File) -> FeatureSelection:
     return FeatureSelection(ids, scales, matrix, in2d)
 
 
-def _read_raw_axes(f: h5py.File) -> str:
-    lane = "Input Data/infos/lane0000/Raw Data"
-    if lane not in f:
-        return ""
-    info = f[lane]
-    if "axisorder" in info:
-        return _text(info["axisorder"][()]).strip()
+@dataclass(frozen=True)
+class InputData:
+    """What a project says about its raw input: the last training lane's axes and scale, copied data."""
+
+    training_axes: str = ""
+    working_scale: str = ""
+    local_data: tuple[str, ...] = ()
+
+
+def _lane_axes(info: h5py.Group) -> str:
+    """A lane's axes as ilastik's ``DatasetInfo.from_h5_group`` reads them: axistags, else axisorder."""
     if "axistags" in info:
         try:
-            return "".join(a["key"] for a in json.loads(_text(info["axistags"][()]))["axes"])
+            return "".join(a["key"] for a in json.loads(_text(info["axistags"][()]))["axes"]).lower()
         except (ValueError, KeyError, TypeError):
-            return ""
+            pass
+    if "axisorder" in info:
+        return _text(info["axisorder"][()]).strip().lower()
     return ""
+
+
+def _read_input_data(f: h5py.File) -> InputData:
+    infos = f.get("Input Data/infos")
+    lanes = sorted(k for k in infos.keys() if k.startswith("lane")) if isinstance(infos, h5py.Group) else []
+    axes = scale = ""
+    for lane in reversed(lanes):  # ilastik's headless mode uses the last lane (get_lane(-1))
+        info = infos[lane].get("Raw Data")
+        if isinstance(info, h5py.Group):
+            axes = _lane_axes(info)
+            if "working_scale" in info:
+                scale = _text(info["working_scale"][()]).strip()
+            break
+    local: list[str] = []
+    group = f.get("Input Data/local_data")
+    if isinstance(group, h5py.Group):
+        group.visititems(
+            lambda n, o: local.append(f"Input Data/local_data/{n}") if isinstance(o, h5py.Dataset) else None
+        )
+    return InputData(axes, scale, tuple(local))
 
 
 def _strip_2d(name: str) -> str:
@@ -292,7 +331,8 @@ def load_project(path: str | os.PathLike) -> Project:
         names = tuple(_text(v) for v in cf["feature_names"][()]) if "feature_names" in cf else ()
         if names and len(names) != first.column_count:
             raise ProjectError(f"feature_names lists {len(names)} channels, the forests expect {first.column_count}")
-        axes = _read_raw_axes(f)
+        input_data = _read_input_data(f)
+        axes = input_data.training_axes
         ndim, n_in = _match_channels(selection, names, first.column_count, axes)
 
         pc = f["PixelClassification"]
@@ -320,6 +360,9 @@ def load_project(path: str | os.PathLike) -> Project:
         label_names=label_names,
         label_colors=colors,
         raw_axes=axes,
+        training_axes=axes,
+        working_scale=input_data.working_scale,
+        local_data=input_data.local_data,
         spatial_ndim=ndim,
         input_channels=n_in,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from ilastikbackend.data import DataSource
+from ilastikbackend.data import DataReadError, DataSource
 from ilastikbackend.errors import ApiError
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding
@@ -14,8 +14,12 @@ from ilastikbackend.services.openapi import json_response, operation, roi_operat
 from ilastikbackend.services.web import make_app
 
 bp = Blueprint("dataprovider", __name__)
-DESCRIPTION = ("Serves one raw dataset by region of interest. Regions use the spatial axes in (z,) y, x order; "
-               "every channel is returned, channels last.")  # fmt: skip
+DESCRIPTION = (
+    "Serves one raw dataset (any format the data layer reads) by region of interest. Regions use the axes "
+    "(t,) (z,) y, x in that order (t only for time series), optionally followed by a channel range; every channel "
+    "is returned otherwise, channels last. A region the file cannot deliver (a damaged chunk) is a 422 naming the "
+    "file, the region and the reason."
+)
 
 
 def _source() -> DataSource:
@@ -23,7 +27,7 @@ def _source() -> DataSource:
 
 
 @bp.get("/raw/<fmt>/roi")
-@roi_operation("raw data of a region", 400, 413, 500, example="/raw/png/roi?extents_min=10_10&extents_max=100_150")
+@roi_operation("raw data of a region", 400, 413, 422, example="/raw/png/roi?extents_min=10_10&extents_max=100_150")
 def raw_roi(fmt: str):
     source = _source()
     info = source.info
@@ -61,8 +65,11 @@ def _read(source: DataSource, roi: Roi, channels: slice = slice(None)) -> np.nda
     try:
         data = source.read(roi.begin, roi.end)
         return data if channels == slice(None) else np.ascontiguousarray(data[..., channels])
-    except OSError as err:  # a damaged file: say which region could not be read
-        raise ApiError(500, f"reading region {roi.query()} of the raw data failed: {err}") from err
+    except DataReadError as err:  # a damaged file: name the file, the region and the reason
+        raise ApiError(422, f"reading region {roi.query()} of {err.path} failed: {err.reason}",
+                       file=err.path, region=roi.query(), reason=err.reason) from err  # fmt: skip
+    except OSError as err:
+        raise ApiError(422, f"reading region {roi.query()} of the raw data failed: {err}", region=roi.query()) from err
 
 
 def _raw_answer(source: DataSource, fmt: str, roi: Roi, channel, region_bytes: int, streamed: bool,
