@@ -50,7 +50,8 @@ def _png_plane(array: np.ndarray, spatial: int) -> np.ndarray:
     while spatial > 2:
         thin = [a for a in range(spatial) if array.shape[a] == 1]
         if not thin:
-            raise ApiError(400, f"a region of shape {region} as PNG must be one slice thick along all but two "
+            raise ApiError(400, f"a region of shape {region} as PNG must be one slice thick (one time point, one "
+                           "z slice) along all but two "
                            "axes; ask for a single slice, or use tiff, hdf5 or npy")  # fmt: skip
         array = np.take(array, 0, axis=thin[0])
         spatial -= 1

@@ -72,8 +72,8 @@ def output_response(output: Output, predictor: BlockPredictor, fmt: str, roi: Ro
         estimate = predictor.covered_bytes(roi) + 3 * strip
     elif fmt == "png":  # stitched, then coloured into float32 RGB planes and their 8-bit image
         estimate = predictor.covered_bytes(roi) + stitched + answer + 2 * roi.size * 12
-    else:  # stitched whole, derived, then encoded once (TIFF in memory, HDF5 on disk)
-        estimate = predictor.covered_bytes(roi) + stitched + 2 * answer
+    else:  # stitched whole, derived (if it is), then encoded once (TIFF in memory, HDF5 on disk)
+        estimate = predictor.covered_bytes(roi) + stitched + (answer if output.derive else 0) + answer
     budget = app_budget()
     held = budget.acquire(estimate, f"the {output.name} of region {roi.query()}")
     try:

@@ -70,7 +70,7 @@ def make_setup(project: Project, info: dict, *, dataprovider_url: str, project_u
     return PredictionSetup(
         project_hash=project.content_hash, project_url=project_url, dataset_id=info["dataset_id"],
         dataset_shape=spatial, dataprovider_url=dataprovider_url, block_shape=(size,) * len(spatial), halo=halo,
-        time_points=info.get("time_points"),
+        time_points=int(info["time_points"]) if str(info.get("axes", "")).startswith("t") else None,
         num_classes=project.num_classes, feature_engine=feature_engine, num_features=project.column_count,
     )  # fmt: skip
 
