@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
-from stack import REPO, Stack
+from stack import Stack
 
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.services.encoding import axistags
