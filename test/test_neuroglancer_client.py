@@ -63,7 +63,8 @@ def shot(viewer, sources: dict, layer: str) -> np.ndarray:
         item["opacity"] = 1.0
         item["selectedAlpha"] = 1.0
     state.update(dimensions={a: [1e-9, "m"] for a in "xyz"}, position=[92.5, 96.5, 0.5], layout="xy",
-                 crossSectionScale=1 / ZOOM, showAxisLines=False, showScaleBar=False, showDefaultAnnotations=False)  # fmt: skip
+                 crossSectionScale=1 / ZOOM, showAxisLines=False, showScaleBar=False,
+                 showDefaultAnnotations=False)  # fmt: skip
     viewer.set_state(neuroglancer.ViewerState(state))
     with viewer.config_state.txn() as s:
         s.show_ui_controls = s.show_panel_borders = s.show_layer_panel = False
