@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_missing=()
-for pkg in python3-vigra python3-h5py redis-server rabbitmq-server g++ docker-compose chromium; do
+for pkg in python3-vigra python3-h5py python3-pyqt5 python3-venv python3-pip xvfb redis-server rabbitmq-server g++ \
+           docker-compose chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_missing+=("$pkg")
 done
 if [ ${#apt_missing[@]} -gt 0 ]; then
@@ -26,6 +27,9 @@ fi
 # Exactly the pinned versions (requirements.lock, with hashes), then the package itself, editable.
 python3 -m pip install -q -r requirements.lock
 python3 -m pip install -q --no-deps --no-build-isolation -e .
+
+# volumina (ilastik's viewer, not on PyPI) from its source archive, for the volumina screenshot tests (cached)
+./scripts/install_volumina.sh >/dev/null
 
 ruff check .
 python3 -m pytest -q "$@"

@@ -111,7 +111,7 @@ def test_viewer_slices_3d_along_any_axis(stack_3d, tmp_path):
 def test_neuroglancer_source_read_by_tensorstore(seed_stack, seed_raw, expected):
     g = seed_stack.gateway_url
     sources = requests.get(f"{g}/neuroglancer").json()
-    assert sources["neuroglancer_link"].startswith("https://neuroglancer-demo.appspot.com/#!")
+    assert sources["public_neuroglancer_link"].startswith("https://neuroglancer-demo.appspot.com/#!")
     for layer, want in (("prediction", expected), ("raw", seed_raw[..., None])):
         url = sources[layer].removeprefix("precomputed://")
         r = requests.get(f"{url}/info")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
-from stack import REPO, Stack
+from stack import Stack
 
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.services.encoding import axistags
@@ -54,10 +52,3 @@ def test_3d_volume_slices(stacks):
     np.testing.assert_array_equal(r[0, 5:9, 2, 3:20, 0][0, :, 0, :, 0], raw[3:20, 2, 5:9].T)
     with pytest.raises(IndexError):
         r[0, 9:5]
-
-
-def test_viewer_without_volumina_points_to_the_browser(stacks):
-    r = subprocess.run([sys.executable, "volumina_viewer.py", "--ilastik-ip", "127.0.0.1:8765"], cwd=REPO,
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert r.returncode == 1
-    assert "volumina is not installed" in r.stderr and "http://127.0.0.1:8765/viewer" in r.stderr

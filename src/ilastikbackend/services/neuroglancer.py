@@ -1,19 +1,36 @@
-"""A neuroglancer "precomputed" source for the raw data and the predictions, served by the gateway.
+"""neuroglancer "precomputed" sources of the raw data, the predictions and the segmentation, served by the gateway.
 
 Sources live under ``/neuroglancer/<key>/<layer>/`` where the key names the dataset (raw) or the
-project's content hash and the dataset (prediction): a changed project gets a new URL, so no
-viewer or cache ever mixes predictions of two projects. Chunks are the prediction blocks; every
-answer carries CORS headers so neuroglancer in a browser can read them.
+project's content hash and the dataset (prediction, segmentation): a changed project gets a new URL,
+so no viewer or cache ever mixes predictions of two projects. Every answer carries CORS headers so
+neuroglancer in a browser can read them.
+
+Scales: ``s0`` is full resolution, chunked like the prediction blocks; each further scale halves every
+spatial axis longer than one voxel, until the whole volume fits in one chunk. Downsampled voxels are
+the full-resolution voxels at multiples of the factor (subsampling, no averaging): raw values keep their
+dtype, probabilities stay probabilities, and the segmentation of every scale is exactly the argmax of
+that scale's probabilities. A downsampled chunk reads only the rows or planes it keeps, at most
+``READ_VOXELS`` voxels at a time, so memory stays bounded however large the volume.
+
+The segmentation is ilastik's Simple Segmentation: label (1-based) of the most probable class, ties to
+the lowest label; uint8 (uint16 beyond 255 classes).
+
+``/neuroglancer`` lists the sources with a ready viewer state (label colours in the shader and the
+segment colours). ``/neuroglancer/app/`` opens that state in the neuroglancer client shipped by the
+``neuroglancer`` Python package (``pip install ilastikbackend[neuroglancer]``), served from this machine,
+so the link works offline and on loopback; without the package, links go to the public neuroglancer app.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import threading
 import urllib.parse
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
 from ilastikbackend.errors import ApiError
 from ilastikbackend.roi import Roi
@@ -21,12 +38,15 @@ from ilastikbackend.services.openapi import json_response, operation
 
 bp = Blueprint("neuroglancer", __name__)
 CHUNK = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
+SCALE = re.compile(r"^s(\d+)$")
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
+LAYERS = ("raw", "prediction", "segmentation")
 NG_PATH = {
     "key": {"description": "source key (see /neuroglancer)"},
-    "layer": {"schema": {"type": "string", "enum": ["raw", "prediction"]}},
+    "layer": {"schema": {"type": "string", "enum": list(LAYERS)}},
 }
 _SUPPORTED = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32"}
+READ_VOXELS = 1 << 22  # most voxels a downsampled chunk reads at once
 
 
 def _state():
@@ -34,17 +54,15 @@ def _state():
 
 
 def keys(setup) -> dict[str, str]:
-    return {
-        "raw": f"d{setup.dataset_id}",
-        "prediction": f"p{setup.project_hash[:16]}-{setup.feature_engine}-{setup.dataset_id}",
-    }
+    prediction = f"p{setup.project_hash[:16]}-{setup.feature_engine}-{setup.dataset_id}"
+    return {"raw": f"d{setup.dataset_id}", "prediction": prediction, "segmentation": prediction}
 
 
 def _layer(key: str, layer: str):
     predictor, info = _state().predictor()
     expected = keys(predictor.setup)
     if layer not in expected:
-        raise ApiError(404, f"unknown layer '{layer}': use raw or prediction")
+        raise ApiError(404, f"unknown layer '{layer}': use {', '.join(LAYERS)}")
     if key != expected[layer]:
         raise ApiError(404, f"no {layer} source '{key}' here (the project or dataset changed?); "
                        f"the current one is /neuroglancer/{expected[layer]}/{layer}/")  # fmt: skip
@@ -57,11 +75,52 @@ def _xyz(shape_zyx) -> list[int]:
     return [s[-1], s[-2], s[-3] if len(s) == 3 else 1]
 
 
-def _dtype(layer: str) -> str:
+def segmentation_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint8 if num_classes < 256 else np.uint16)
+
+
+def _dtype(layer: str, num_classes: int) -> str:
     if layer == "prediction":
         return "float32"
+    if layer == "segmentation":
+        return segmentation_dtype(num_classes).name
     dtype = _state().dataset()["dtype"]
     return dtype if dtype in _SUPPORTED else "float32"
+
+
+def scales(shape: tuple[int, ...], chunk: tuple[int, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(factors, shape) per scale, canonical spatial order, finest first (see the module's docstring)."""
+    out = [((1,) * len(shape), tuple(shape))]
+    while any(n > c for n, c in zip(out[-1][1], chunk)):
+        factors = tuple(f * 2 if n > 1 else f for f, n in zip(*out[-1]))
+        out.append((factors, tuple(math.ceil(n / f) for n, f in zip(shape, factors))))
+    return out
+
+
+def read_subsampled(read, begin, end, step, budget: int = READ_VOXELS) -> np.ndarray:
+    """``read(Roi)[::step]`` of the region ``[begin, end)``, reading only the rows/planes that are kept and at
+    most ``budget`` voxels at a time. ``read`` answers ``(*roi.shape, channels)``."""
+    begin, end, step = tuple(begin), tuple(end), tuple(step)
+    if math.prod(e - b for b, e in zip(begin, end)) <= budget:
+        return read(Roi(begin, end))[tuple(slice(None, None, s) for s in step)]
+    if len(begin) == 1:  # one row longer than the budget: in pieces that start on kept voxels
+        piece = max(step[0], budget - budget % step[0])
+        return np.concatenate([read(Roi((a,), (min(a + piece, end[0]),)))[:: step[0]]
+                               for a in range(begin[0], end[0], piece)])  # fmt: skip
+    rest = math.prod(e - b for b, e in zip(begin[1:], end[1:]))
+    if step[0] == 1 and rest <= budget:  # bands of whole rows/planes
+        band = budget // rest
+        inner = (slice(None),) + tuple(slice(None, None, s) for s in step[1:])
+        return np.concatenate([read(Roi((a, *begin[1:]), (min(a + band, end[0]), *end[1:])))[inner]
+                               for a in range(begin[0], end[0], band)])  # fmt: skip
+    parts = []  # one kept row/plane at a time, itself subsampled the same way
+    for a in range(begin[0], end[0], step[0]):
+
+        def read_at(roi: Roi, a: int = a) -> np.ndarray:
+            return read(Roi((a, *roi.begin), (a + 1, *roi.end)))[0]
+
+        parts.append(read_subsampled(read_at, begin[1:], end[1:], step[1:], budget)[np.newaxis])
+    return np.concatenate(parts)
 
 
 @bp.after_request
@@ -71,26 +130,52 @@ def _cors(response: Response) -> Response:
     return response
 
 
+def _hex(color) -> str:
+    return "#" + "".join(f"{int(v):02x}" for v in color[:3])
+
+
+def viewer_state(setup, info: dict, base: str) -> dict:
+    """A neuroglancer state showing the raw data, the probabilities in the project's label colours and the
+    segmentation (hidden at first)."""
+    urls = {layer: f"precomputed://{base}/neuroglancer/{key}/{layer}" for layer, key in keys(setup).items()}
+    colors = [list(c) for c in info["label_colors"]][: setup.num_classes]
+    blend = " + ".join(f"getDataValue({k}) * vec3({', '.join(f'{v / 255:.6f}' for v in c[:3])})"
+                       for k, c in enumerate(colors))  # fmt: skip
+    shader = f"void main() {{\n  emitRGB({blend});\n}}\n"  # the PNG answers and the browser viewer blend alike
+    n = setup.num_classes
+    return {
+        "layers": [
+            {"type": "image", "name": "raw", "source": urls["raw"]},
+            {"type": "image", "name": "prediction", "source": urls["prediction"], "opacity": 0.5, "shader": shader,
+             "blend": "default"},
+            {"type": "segmentation", "name": "segmentation", "source": urls["segmentation"], "visible": False,
+             "segments": [str(k + 1) for k in range(n)],
+             "segmentColors": {str(k + 1): _hex(c) for k, c in enumerate(colors)}},
+        ],
+        "layout": "xy" if len(setup.dataset_shape) == 2 else "4panel",
+    }  # fmt: skip
+
+
+def _public_link(state: dict) -> str:
+    return NEUROGLANCER_APP + "#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")))
+
+
 @bp.get("/neuroglancer")
 @operation(
-    "neuroglancer precomputed sources of raw data and predictions, and a link",
+    "neuroglancer precomputed sources of the raw data, predictions and segmentation, a viewer state and links",
     responses={"200": json_response("sources")},
     errors=(503,),
 )
 def sources():
-    predictor, _ = _state().predictor()
+    predictor, info = _state().predictor()
     base = request.host_url.rstrip("/")
-    urls = {layer: f"{base}/neuroglancer/{key}/{layer}" for layer, key in keys(predictor.setup).items()}
-    state = {
-        "layers": [
-            {"type": "image", "name": "raw", "source": f"precomputed://{urls['raw']}"},
-            {"type": "image", "name": "prediction", "source": f"precomputed://{urls['prediction']}", "opacity": 0.5},
-        ],
-        "layout": "xy" if len(predictor.setup.dataset_shape) == 2 else "4panel",
-    }
-    link = NEUROGLANCER_APP + "#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")))
-    return jsonify({"raw": f"precomputed://{urls['raw']}", "prediction": f"precomputed://{urls['prediction']}",
-                    "neuroglancer_state": state, "neuroglancer_link": link})  # fmt: skip
+    urls = {layer: f"precomputed://{base}/neuroglancer/{key}/{layer}" for layer, key in keys(predictor.setup).items()}
+    state = viewer_state(predictor.setup, info, base)
+    local = _local_client_available()
+    public = _public_link(state)
+    return jsonify({**urls, "neuroglancer_state": state,
+                    "neuroglancer_link": f"{base}/neuroglancer/app/" if local else public,
+                    "public_neuroglancer_link": public})  # fmt: skip
 
 
 @bp.get("/neuroglancer/<key>/<layer>/info")
@@ -100,16 +185,19 @@ def sources():
     errors=(404, 503),
     path=NG_PATH,
 )
-def info(key: str, layer: str):
+def source_info(key: str, layer: str):
     predictor, _ = _layer(key, layer)
     setup = predictor.setup
-    channels = setup.num_classes if layer == "prediction" else int(_state().dataset()["channels"])
-    return jsonify({
-        "@type": "neuroglancer_multiscale_volume", "type": "image", "data_type": _dtype(layer),
-        "num_channels": channels,
-        "scales": [{"key": "s0", "size": _xyz(setup.dataset_shape), "resolution": [1, 1, 1],
-                    "voxel_offset": [0, 0, 0], "chunk_sizes": [_xyz(setup.block_shape)], "encoding": "raw"}],
-    })  # fmt: skip
+    channels = {"prediction": setup.num_classes, "segmentation": 1}.get(layer) or int(_state().dataset()["channels"])
+    chunk = _xyz(setup.block_shape)
+    levels = []
+    for k, (factors, shape) in enumerate(scales(setup.dataset_shape, setup.block_shape)):
+        size = _xyz(shape)
+        levels.append({"key": f"s{k}", "size": size, "resolution": _xyz(factors), "voxel_offset": [0, 0, 0],
+                       "chunk_sizes": [[min(c, n) for c, n in zip(chunk, size)]], "encoding": "raw"})  # fmt: skip
+    return jsonify({"@type": "neuroglancer_multiscale_volume", "type": "segmentation" if layer == "segmentation"
+                    else "image", "data_type": _dtype(layer, setup.num_classes), "num_channels": channels,
+                    "scales": levels})  # fmt: skip
 
 
 @bp.get("/neuroglancer/<key>/<layer>/<scale>/<chunk>")
@@ -117,31 +205,94 @@ def info(key: str, layer: str):
     "one chunk, raw encoding (x fastest, little endian)",
     errors=(400, 404, 502, 503, 504),
     responses={"200": {"description": "chunk bytes", "content": {"application/octet-stream": {}}}},
-    path={**NG_PATH, "chunk": {"description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd"}},
-)
+    path={**NG_PATH, "scale": {"description": "s0 (full resolution), s1, ... (see info)"},
+          "chunk": {"description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd"}},
+)  # fmt: skip
 def chunk(key: str, layer: str, scale: str, chunk: str):
     predictor, _ = _layer(key, layer)
-    if scale != "s0":
-        raise ApiError(404, f"unknown scale '{scale}': this source has one scale, s0")
+    setup = predictor.setup
+    shape = setup.dataset_shape
+    levels = scales(shape, setup.block_shape)
+    m = SCALE.match(scale)
+    if not m or int(m.group(1)) >= len(levels):
+        raise ApiError(404, f"unknown scale '{scale}': this source has s0..s{len(levels) - 1}")
+    factors, level_shape = levels[int(m.group(1))]
     m = CHUNK.match(chunk)
     if not m:
         raise ApiError(400, f"chunk name '{chunk}' is not xBegin-xEnd_yBegin-yEnd_zBegin-zEnd")
     x0, x1, y0, y1, z0, z1 = map(int, m.groups())
-    shape = predictor.setup.dataset_shape
-    size = _xyz(shape)
+    size = _xyz(level_shape)
     for lo, hi, n, axis in ((x0, x1, size[0], "x"), (y0, y1, size[1], "y"), (z0, z1, size[2], "z")):
         if not 0 <= lo < hi <= n:
-            raise ApiError(400, f"chunk {chunk} lies outside the volume along {axis} (size {n})")
-    roi = Roi((z0, y0, x0), (z1, y1, x1)) if len(shape) == 3 else Roi((y0, x0), (y1, x1))
-    if layer == "prediction":
-        data = predictor.roi(roi)
+            raise ApiError(400, f"chunk {chunk} lies outside the volume along {axis} (size {n} at {scale})")
+    lo, hi = ((z0, y0, x0), (z1, y1, x1)) if len(shape) == 3 else ((y0, x0), (y1, x1))
+    begin = tuple(a * f for a, f in zip(lo, factors))
+    end = tuple(min(b * f, n) for b, f, n in zip(hi, factors, shape))
+    if layer == "raw":
+        dtype = _dtype(layer, setup.num_classes)
+
+        def read(roi: Roi) -> np.ndarray:
+            data = _state().raw_region(roi)
+            return (data[..., np.newaxis] if data.ndim == len(shape) else data).astype(dtype, copy=False)
+
     else:
-        data = _state().raw_region(roi)
-        if data.ndim == len(shape):
-            data = data[..., np.newaxis]
-        data = data.astype(_dtype(layer), copy=False)
+        read = predictor.roi
+    data = read_subsampled(read, begin, end, factors)
+    if layer == "segmentation":
+        data = (np.argmax(data, axis=-1) + 1).astype(segmentation_dtype(setup.num_classes))[..., np.newaxis]
     if len(shape) == 2:
         data = data[np.newaxis]
     # neuroglancer's raw encoding: x fastest, then y, z, channel, little endian
     body = np.ascontiguousarray(np.moveaxis(data, -1, 0)).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
     return Response(body, mimetype="application/octet-stream")
+
+
+# -- the neuroglancer client, served from here -----------------------------------------------------------------
+_client_lock = threading.Lock()
+_client_viewer = None  # one neuroglancer.Viewer per process (the package runs one server per process)
+
+
+def _local_client_available() -> bool:
+    try:
+        import neuroglancer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@bp.get("/neuroglancer/app/")
+@operation(
+    "open the sources in the neuroglancer client of the 'neuroglancer' Python package, served from this machine",
+    responses={"302": {"description": "to the viewer, which the neuroglancer package serves on another port"}},
+    errors=(404, 503),
+)
+def app():
+    """Redirect to a neuroglancer viewer showing the current sources.
+
+    The ``neuroglancer`` package's client needs its own small server (it keeps the viewer state); it is
+    started once, on the interface the first request came in on (so whoever reached the gateway that way
+    reaches it too), and each visit sets its state to the current sources.
+    """
+    global _client_viewer
+    predictor, info = _state().predictor()
+    if not _local_client_available():
+        public = _public_link(viewer_state(predictor.setup, info, request.host_url.rstrip("/")))
+        raise ApiError(404, "the neuroglancer client is not installed here (pip install "
+                       "'ilastikbackend[neuroglancer]'); open public_neuroglancer_link instead",
+                       public_neuroglancer_link=public)  # fmt: skip
+    import neuroglancer
+
+    host = urllib.parse.urlsplit(request.host_url).hostname or "127.0.0.1"
+    state = viewer_state(predictor.setup, info, request.host_url.rstrip("/"))
+    with _client_lock:
+        if _client_viewer is None:
+            try:
+                if not neuroglancer.server.is_server_running():
+                    neuroglancer.set_server_bind_address(host, 0)
+                _client_viewer = neuroglancer.Viewer()
+                _client_viewer.get_viewer_url()  # starts the server now, so a failure is answered here
+            except OSError as err:
+                raise ApiError(503, f"cannot start the neuroglancer client's server on {host}: {err}") from err
+        _client_viewer.set_state(neuroglancer.ViewerState(state))
+        url = _client_viewer.get_viewer_url()
+    return redirect(url, code=302)

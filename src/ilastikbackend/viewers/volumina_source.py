@@ -1,74 +1,91 @@
-"""Raw data and predictions from the gateway as volumina-style 5D volumes.
+"""Raw data, predictions and the segmentation from the gateway as volumina's 5D volumes.
 
-volumina (ilastik's viewer) addresses volumes as 5D arrays in (t, x, y, z, c) order and asks
-its data sources for slicings of them. :class:`GatewayVolume` answers such slicings with ROI
-requests to the gateway; it needs nothing but requests and numpy. :func:`volumina_source`
-wraps it into a volumina data source where volumina is installed.
+volumina (ilastik's viewer) addresses volumes as 5D arrays in ``(t, x, y, z, c)`` order and asks its
+data sources for slicings of them, one tile at a time. :class:`GatewayVolume` answers such slicings
+with ROI requests to the gateway (needs nothing but requests and numpy); :func:`volumina_source`
+wraps one into a volumina data source where volumina is installed.
+
+A dataset with a ``t`` axis (``/prediction/info`` reports ``time_points``) becomes a volume with
+that many time points, read with a leading ``t`` coordinate in every region URL; without it, ``t``
+is one point and region URLs are purely spatial.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import requests
 
-from ilastikbackend.roi import Roi
-
-LAYERS = ("raw", "prediction")
+from ilastikbackend.viewers.client import LAYERS, GatewayClient
 
 
 class GatewayVolume:
-    """One layer of the gateway (``raw`` or ``prediction``) as a lazily read 5D (t, x, y, z, c) volume."""
+    """One layer of the gateway as a lazily read 5D ``(t, x, y, z, c)`` volume.
 
-    def __init__(self, gateway_url: str, layer: str = "raw", session: requests.Session | None = None):
+    Parameters
+    ----------
+    gateway : str or GatewayClient
+        ``host:port``, a URL, or a client shared with other volumes (they then share its cache: the
+        per-class layers of a prediction read each tile once).
+    layer : str
+        ``raw``, ``prediction`` (all classes) or ``segmentation`` (argmax + 1, one channel).
+    channel : int, optional
+        Only this channel (class) of the layer, as a one-channel volume.
+    """
+
+    def __init__(self, gateway: str | GatewayClient, layer: str = "raw", channel: int | None = None):
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}, not {layer!r}")
-        self.url = gateway_url.rstrip("/")
-        if "://" not in self.url:
-            self.url = "http://" + self.url
+        self.client = gateway if isinstance(gateway, GatewayClient) else GatewayClient(gateway)
         self.layer = layer
-        self.session = session or requests.Session()
-        info = self._get("/prediction/info").json()
-        self.spatial = tuple(int(n) for n in info["dataset_shape"])  # canonical (z,) y, x
-        self.label_names = info["label_names"]
-        self.label_colors = [tuple(c) for c in info["label_colors"]]
-        if layer == "prediction":
-            self.channels, self._dtype = int(info["num_classes"]), np.dtype("float32")
-        else:
-            self._dtype = np.dtype(self._get("/raw/info/dtype").text.strip())
-            self.channels = self._raw_channels()
+        canonical = self.client.shape(layer)
+        if channel is not None and not 0 <= channel < canonical[-1]:
+            raise ValueError(f"{layer} has {canonical[-1]} channel(s), no channel {channel}")
+        self.channel = channel
+        self.channels = 1 if channel is not None else canonical[-1]
+        self._dtype = self.client.dtype(layer)
 
-    def _get(self, path: str) -> requests.Response:
-        r = self.session.get(f"{self.url}{path}", timeout=300)
-        if r.status_code != 200:
-            raise OSError(f"gateway answered {r.status_code} for {path}: {r.text[:300]}")
-        return r
+    # what volumina_viewer.py and users look at
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return self.client.spatial_shape
 
-    def _raw_channels(self) -> int:
-        one = "_".join("0" for _ in self.spatial), "_".join("1" for _ in self.spatial)
-        r = self._get(f"/raw/npy/roi?extents_min={one[0]}&extents_max={one[1]}")
-        a = np.load(io.BytesIO(r.content))
-        return a.shape[-1] if a.ndim > len(self.spatial) else 1
+    @property
+    def time_points(self) -> int | None:
+        return self.client.time_points
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.client.label_names
+
+    @property
+    def label_colors(self) -> list[tuple[int, int, int]]:
+        return self.client.label_colors
 
     @property
     def dtype(self) -> np.dtype:
         return self._dtype
 
     @property
+    def ndim(self) -> int:
+        return 5
+
+    @property
     def shape(self) -> tuple[int, int, int, int, int]:
-        """(t, x, y, z, c) as volumina counts axes."""
+        """``(t, x, y, z, c)`` as volumina counts axes."""
         z = self.spatial[0] if len(self.spatial) == 3 else 1
-        return (1, self.spatial[-1], self.spatial[-2], z, self.channels)
+        return (self.time_points or 1, self.spatial[-1], self.spatial[-2], z, self.channels)
 
     def _normalize(self, slicing) -> list[slice]:
         if not isinstance(slicing, tuple):
             slicing = (slicing,)
+        if len(slicing) > 5:
+            raise IndexError(f"a 5D volume takes at most 5 indices, got {len(slicing)}")
         slicing = list(slicing) + [slice(None)] * (5 - len(slicing))
         out = []
         for s, n in zip(slicing, self.shape):
             if isinstance(s, int | np.integer):
-                s = slice(int(s), int(s) + 1)
+                if not -n <= s < n:
+                    raise IndexError(f"index {s} is out of range for an axis of {n}")
+                s = slice(int(s) % n, int(s) % n + 1)
             start, stop, step = s.indices(n)
             if step != 1 or stop <= start:
                 raise IndexError(f"unsupported or empty slicing {s} for an axis of {n}")
@@ -78,31 +95,24 @@ class GatewayVolume:
     def __getitem__(self, slicing) -> np.ndarray:
         """The 5D block of a slicing (integer indices keep their axis, as volumina expects)."""
         t, x, y, z, c = self._normalize(slicing)
+        lead = ((t.start,), (t.stop,)) if self.time_points is not None else ((), ())
         if len(self.spatial) == 3:
-            lo, hi = (z.start, y.start, x.start), (z.stop, y.stop, x.stop)
+            lo, hi = (*lead[0], z.start, y.start, x.start), (*lead[1], z.stop, y.stop, x.stop)
         else:
-            lo, hi = (y.start, x.start), (y.stop, x.stop)
-        data = np.load(io.BytesIO(self._get(f"/{self.layer}/npy/roi?{Roi(lo, hi).query()}").content))
-        if data.ndim == len(self.spatial):
-            data = data[..., np.newaxis]
-        if len(self.spatial) == 2:
+            lo, hi = (*lead[0], y.start, x.start), (*lead[1], y.stop, x.stop)
+        data = self.client.region(self.layer, lo, hi)  # ((t,) (z,) y, x, c)
+        if self.channel is not None:
+            data = data[..., self.channel : self.channel + 1]
+        if self.time_points is None:
             data = data[np.newaxis]
-        # (z, y, x, c) -> (t, x, y, z, c)
-        return np.transpose(data, (2, 1, 0, 3))[np.newaxis][..., c]
+        if len(self.spatial) == 2:
+            data = data[:, np.newaxis]
+        # (t, z, y, x, c) -> (t, x, y, z, c); a copy, so volumina may write into it
+        return np.ascontiguousarray(np.transpose(data, (0, 3, 2, 1, 4))[..., c])
 
 
 def volumina_source(volume: GatewayVolume):
     """A volumina data source reading from ``volume`` (needs volumina)."""
     from volumina.pixelpipeline.datasources import ArraySource
 
-    class GatewaySource(ArraySource):
-        def __init__(self, vol):
-            super().__init__(vol)  # volumina slices the array-like lazily through __getitem__
-
-        def dtype(self):
-            return volume.dtype
-
-        def numberOfChannels(self):
-            return volume.channels
-
-    return GatewaySource(volume)
+    return ArraySource(volume)  # volumina slices the array-like lazily through __getitem__, tile by tile

@@ -1,0 +1,129 @@
+"""The real neuroglancer client (shipped by the neuroglancer package, served on loopback) in headless Chromium,
+reading the gateway's precomputed sources: screenshots of the raw data, the probabilities in the label colours
+and the segmentation, checked pixel by pixel against the prediction; and the gateway's link to the client."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from stack import Stack
+
+from ilastikbackend.core import PixelClassifier, load_project
+
+neuroglancer = pytest.importorskip("neuroglancer", reason="a test dependency: pip install -e '.[neuroglancer]'")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SIZE = 800
+ZOOM = 4  # screen pixels per voxel
+
+
+@pytest.fixture(scope="module")
+def seed_stack(tmp_path_factory, seed_project_path):
+    tmp = tmp_path_factory.mktemp("neuroglancer")
+    shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
+    stack = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=False, blocksize=64)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def expected(seed_project_path, seed_raw):
+    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
+
+
+@pytest.fixture(scope="module")
+def client_viewer(tmp_path_factory):
+    """The neuroglancer client, served by the neuroglancer package on loopback, open in headless Chromium."""
+    assert CHROMIUM, "chromium is needed (apt-get install chromium)"
+    neuroglancer.set_server_bind_address("127.0.0.1", 0)
+    viewer = neuroglancer.Viewer()
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    browser = subprocess.Popen(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+         "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
+         f"--user-data-dir={profile}", f"--window-size={SIZE},{SIZE}", "--remote-debugging-port=0",
+         viewer.get_viewer_url()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    yield viewer
+    browser.terminate()
+    browser.wait(timeout=30)
+
+
+def shot(viewer, sources: dict, layer: str) -> np.ndarray:
+    """Show one layer of the gateway's own state, zoomed so each voxel is ZOOM x ZOOM pixels; the client
+    renders once every visible chunk has arrived."""
+    state = sources["neuroglancer_state"]
+    for item in state["layers"]:
+        item["visible"] = item["name"] == layer
+        item["opacity"] = 1.0
+        item["selectedAlpha"] = 1.0
+    state.update(dimensions={a: [1e-9, "m"] for a in "xyz"}, position=[92.5, 96.5, 0.5], layout="xy",
+                 crossSectionScale=1 / ZOOM, showAxisLines=False, showScaleBar=False,
+                 showDefaultAnnotations=False)  # fmt: skip
+    viewer.set_state(neuroglancer.ViewerState(state))
+    with viewer.config_state.txn() as s:
+        s.show_ui_controls = s.show_panel_borders = s.show_layer_panel = False
+    reply = viewer.screenshot(size=[SIZE, SIZE])
+    return np.asarray(Image.open(io.BytesIO(reply.screenshot.image)).convert("RGB")).astype(float)
+
+
+def voxels(img: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels at voxel centres (away from voxel edges) and their voxel's (y, x)."""
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    y = 96.5 + (rows + 0.5 - SIZE / 2) / ZOOM
+    x = 92.5 + (cols + 0.5 - SIZE / 2) / ZOOM
+    keep = (
+        (y >= 0)
+        & (y < shape[0])
+        & (x >= 0)
+        & (x < shape[1])
+        & (np.abs(y % 1 - 0.5) < 0.3)
+        & (np.abs(x % 1 - 0.5) < 0.3)
+    )
+    return img[keep], y[keep].astype(int), x[keep].astype(int)
+
+
+def test_client_shows_raw_probabilities_and_segmentation(seed_stack, expected, seed_raw, client_viewer):
+    sources = requests.get(f"{seed_stack.gateway_url}/neuroglancer").json()
+    colors = np.array([(255, 0, 0), (0, 255, 0)], float)
+    wants = {
+        "segmentation": colors[np.argmax(expected, -1)],
+        "prediction": np.tensordot(expected.astype(float), colors, axes=([-1], [0])),
+        "raw": np.repeat(seed_raw[..., None], 3, -1).astype(float),
+    }
+    for layer, want in wants.items():
+        img = shot(client_viewer, sources, layer)
+        shown, y, x = voxels(img, seed_raw.shape)
+        close = np.abs(shown - want[y, x]).max(-1) <= 3
+        assert len(shown) > 50000 and close.mean() > 0.99, (layer, len(shown), close.mean())
+
+
+def test_gateway_links_to_the_packaged_client(seed_stack):
+    g = seed_stack.gateway_url
+    sources = requests.get(f"{g}/neuroglancer").json()
+    assert sources["neuroglancer_link"] == f"{g}/neuroglancer/app/"
+    assert sources["public_neuroglancer_link"].startswith("https://neuroglancer-demo.appspot.com/#!")
+    r = requests.get(sources["neuroglancer_link"], allow_redirects=False)
+    assert r.status_code == 302 and "/v/" in r.headers["Location"]
+    page = requests.get(r.headers["Location"])  # the client itself, from this machine
+    assert page.status_code == 200 and "<script" in page.text and "neuroglancer" in page.text
+    script = page.text.split('src="')[-1].split('"')[0]
+    assert requests.get(r.headers["Location"] + script).status_code == 200
+
+
+def test_precomputed_scales_and_segmentation_info(seed_stack, expected, seed_raw):
+    sources = requests.get(f"{seed_stack.gateway_url}/neuroglancer").json()
+    seg = requests.get(sources["segmentation"].removeprefix("precomputed://") + "/info").json()
+    assert seg["type"] == "segmentation" and seg["data_type"] == "uint8" and seg["num_channels"] == 1
+    assert [s["size"] for s in seg["scales"]] == [[185, 193, 1], [93, 97, 1], [47, 49, 1]]
+    assert [s["resolution"] for s in seg["scales"]] == [[1, 1, 1], [2, 2, 1], [4, 4, 1]]
+    url = sources["raw"].removeprefix("precomputed://")
+    body = requests.get(f"{url}/s1/0-64_64-97_0-1").content  # a chunk of s1: every 2nd pixel
+    got = np.frombuffer(body, np.uint8).reshape(33, 64)
+    np.testing.assert_array_equal(got, seed_raw[128:193:2, 0:128:2])
+    assert requests.get(f"{url}/s3/0-1_0-1_0-1").status_code == 404
