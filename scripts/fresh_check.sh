@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a new user does, checked: README's two commands in a fresh clone and a fresh virtual environment
-# (the main job until it shows its prediction, then SIGTERM, leaving nothing in the temp dir; then the
+# (the main job until it shows its prediction, then Ctrl-C (SIGINT), leaving nothing in the temp dir; then the
 # test command), then a real, non-editable `pip install .` whose 2017 launchers serve a prediction from
 # another working directory. Called by .ci/run; extra arguments go to pytest.
 set -euo pipefail
@@ -37,7 +37,7 @@ for _ in $(seq 1 900); do
 done
 grep -q "prediction of region" "$work/main-job.log" || { cat "$work/main-job.log"; echo "no prediction shown"; exit 1; }
 sed -n '/prediction of region/,$p' "$work/main-job.log" | head -40
-kill -TERM -- "-$job"  # as a service manager stops it (a background job ignores SIGINT)
+kill -INT -- "-$job"  # Ctrl-C
 wait "$job" || true
 job=
 leftover=$(find "$work/tmp" -mindepth 1 -name 'ilastikbackend-*' | head -5)

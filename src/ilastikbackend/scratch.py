@@ -56,10 +56,12 @@ def remove() -> None:
 
 
 def exit_on_sigterm() -> None:
-    """Turn SIGTERM into a normal exit (SystemExit), so ``finally`` blocks and atexit handlers run
-    and the scratch folder goes; Ctrl-C already raises KeyboardInterrupt. Call from the main thread."""
+    """Turn SIGTERM into a normal exit (SystemExit), and make Ctrl-C (SIGINT) raise KeyboardInterrupt even
+    where the process was started with SIGINT ignored (as shells start background jobs), so ``finally``
+    blocks and atexit handlers run and the scratch folder goes. Call from the main thread."""
 
     def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
