@@ -32,8 +32,8 @@ import urllib.parse
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
-from ilastikbackend.errors import ApiError
-from ilastikbackend.roi import Roi
+from ilastikbackend.errors import ApiError, quote_input
+from ilastikbackend.roi import Roi, parse_int
 from ilastikbackend.services.openapi import json_response, operation
 
 bp = Blueprint("neuroglancer", __name__)
@@ -53,20 +53,35 @@ def _state():
     return current_app.config["STATE"]
 
 
-def keys(setup) -> dict[str, str]:
-    prediction = f"p{setup.project_hash[:16]}-{setup.feature_engine}-{setup.dataset_id}"
-    return {"raw": f"d{setup.dataset_id}", "prediction": prediction, "segmentation": prediction}
+TIME_POINT = re.compile(r"-t(\d+)$")
+
+
+def keys(setup, t: int | None = None) -> dict[str, str]:
+    """Source keys; a time series has one source per time point (precomputed volumes have no t axis)."""
+    suffix = f"-t{t or 0}" if setup.time_points is not None else ""
+    prediction = f"p{setup.project_hash[:16]}-{setup.feature_engine}-{setup.dataset_id}{suffix}"
+    return {"raw": f"d{setup.dataset_id}{suffix}", "prediction": prediction, "segmentation": prediction}
 
 
 def _layer(key: str, layer: str):
+    """(predictor, info, time point or None) of a source key, or a 404 saying what is served now."""
     predictor, info = _state().predictor()
-    expected = keys(predictor.setup)
-    if layer not in expected:
-        raise ApiError(404, f"unknown layer '{layer}': use {', '.join(LAYERS)}")
-    if key != expected[layer]:
-        raise ApiError(404, f"no {layer} source '{key}' here (the project or dataset changed?); "
-                       f"the current one is /neuroglancer/{expected[layer]}/{layer}/")  # fmt: skip
-    return predictor, info
+    setup = predictor.setup
+    if layer not in LAYERS:
+        raise ApiError(404, f"unknown layer {quote_input(layer)}: use {', '.join(LAYERS)}")
+    t = None
+    if setup.time_points is not None:
+        m = TIME_POINT.search(key)
+        t = int(m.group(1)) if m else -1
+        if not 0 <= t < setup.time_points:
+            example = f"/neuroglancer/{keys(setup, 0)[layer]}/{layer}/"
+            raise ApiError(404, f"no time point in source {quote_input(key)}: this dataset has time points "
+                           f"0..{setup.time_points - 1}, e.g. {example}")  # fmt: skip
+    expected = keys(setup, t)[layer]
+    if key != expected:
+        raise ApiError(404, f"no {layer} source {quote_input(key)} here (the project or dataset changed?); "
+                       f"the current one is /neuroglancer/{expected}/{layer}/")  # fmt: skip
+    return predictor, info, t
 
 
 def _xyz(shape_zyx) -> list[int]:
@@ -134,10 +149,10 @@ def _hex(color) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in color[:3])
 
 
-def viewer_state(setup, info: dict, base: str) -> dict:
+def viewer_state(setup, info: dict, base: str, t: int | None = None) -> dict:
     """A neuroglancer state showing the raw data, the probabilities in the project's label colours and the
-    segmentation (hidden at first)."""
-    urls = {layer: f"precomputed://{base}/neuroglancer/{key}/{layer}" for layer, key in keys(setup).items()}
+    segmentation (hidden at first), of time point ``t`` for a time series."""
+    urls = {layer: f"precomputed://{base}/neuroglancer/{key}/{layer}" for layer, key in keys(setup, t).items()}
     colors = [list(c) for c in info["label_colors"]][: setup.num_classes]
     blend = " + ".join(f"getDataValue({k}) * vec3({', '.join(f'{v / 255:.6f}' for v in c[:3])})"
                        for k, c in enumerate(colors))  # fmt: skip
@@ -168,14 +183,31 @@ def _public_link(state: dict) -> str:
 )
 def sources():
     predictor, info = _state().predictor()
+    t = _time_point(predictor.setup)
     base = request.host_url.rstrip("/")
-    urls = {layer: f"precomputed://{base}/neuroglancer/{key}/{layer}" for layer, key in keys(predictor.setup).items()}
-    state = viewer_state(predictor.setup, info, base)
+    urls = {
+        layer: f"precomputed://{base}/neuroglancer/{key}/{layer}" for layer, key in keys(predictor.setup, t).items()
+    }
+    state = viewer_state(predictor.setup, info, base, t)
     local = _local_client_available()
     public = _public_link(state)
-    return jsonify({**urls, "neuroglancer_state": state,
-                    "neuroglancer_link": f"{base}/neuroglancer/app/" if local else public,
+    app_link = f"{base}/neuroglancer/app/" + (f"?t={t}" if t is not None else "")
+    urls = {layer["name"]: layer["source"] for layer in state["layers"]}
+    return jsonify({**urls, "neuroglancer_state": state, "time_point": t,
+                    "time_points": predictor.setup.time_points, "neuroglancer_link": app_link if local else public,
                     "public_neuroglancer_link": public})  # fmt: skip
+
+
+def _time_point(setup) -> int | None:
+    """``?t=`` of a time series (default 0); None without t."""
+    if setup.time_points is None:
+        return None
+    t = parse_int("t", request.args.get("t", "0"))
+    if not 0 <= t < setup.time_points:
+        raise ApiError(
+            400, f"time point {t} does not exist: there are {setup.time_points} (0..{setup.time_points - 1})"
+        )
+    return t
 
 
 @bp.get("/neuroglancer/<key>/<layer>/info")
@@ -186,7 +218,7 @@ def sources():
     path=NG_PATH,
 )
 def source_info(key: str, layer: str):
-    predictor, _ = _layer(key, layer)
+    predictor, _, _ = _layer(key, layer)
     setup = predictor.setup
     channels = {"prediction": setup.num_classes, "segmentation": 1}.get(layer) or int(_state().dataset()["channels"])
     chunk = _xyz(setup.block_shape)
@@ -209,17 +241,17 @@ def source_info(key: str, layer: str):
           "chunk": {"description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd"}},
 )  # fmt: skip
 def chunk(key: str, layer: str, scale: str, chunk: str):
-    predictor, _ = _layer(key, layer)
+    predictor, _, t = _layer(key, layer)
     setup = predictor.setup
     shape = setup.dataset_shape
     levels = scales(shape, setup.block_shape)
     m = SCALE.match(scale)
     if not m or int(m.group(1)) >= len(levels):
-        raise ApiError(404, f"unknown scale '{scale}': this source has s0..s{len(levels) - 1}")
+        raise ApiError(404, f"unknown scale {quote_input(scale)}: this source has s0..s{len(levels) - 1}")
     factors, level_shape = levels[int(m.group(1))]
     m = CHUNK.match(chunk)
     if not m:
-        raise ApiError(400, f"chunk name '{chunk}' is not xBegin-xEnd_yBegin-yEnd_zBegin-zEnd")
+        raise ApiError(400, f"chunk name {quote_input(chunk)} is not xBegin-xEnd_yBegin-yEnd_zBegin-zEnd")
     x0, x1, y0, y1, z0, z1 = map(int, m.groups())
     size = _xyz(level_shape)
     for lo, hi, n, axis in ((x0, x1, size[0], "x"), (y0, y1, size[1], "y"), (z0, z1, size[2], "z")):
@@ -232,11 +264,16 @@ def chunk(key: str, layer: str, scale: str, chunk: str):
         dtype = _dtype(layer, setup.num_classes)
 
         def read(roi: Roi) -> np.ndarray:
-            data = _state().raw_region(roi)
+            data = _state().raw_region(_at(roi, t))
+            data = data[0] if t is not None else data
             return (data[..., np.newaxis] if data.ndim == len(shape) else data).astype(dtype, copy=False)
 
     else:
-        read = predictor.roi
+
+        def read(roi: Roi) -> np.ndarray:
+            data = predictor.roi(_at(roi, t))
+            return data[0] if t is not None else data
+
     data = read_subsampled(read, begin, end, factors)
     if layer == "segmentation":
         data = (np.argmax(data, axis=-1) + 1).astype(segmentation_dtype(setup.num_classes))[..., np.newaxis]
@@ -245,6 +282,11 @@ def chunk(key: str, layer: str, scale: str, chunk: str):
     # neuroglancer's raw encoding: x fastest, then y, z, channel, little endian
     body = np.ascontiguousarray(np.moveaxis(data, -1, 0)).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
     return Response(body, mimetype="application/octet-stream")
+
+
+def _at(roi: Roi, t: int | None) -> Roi:
+    """A spatial region at time point ``t`` (unchanged without t)."""
+    return roi if t is None else Roi((t, *roi.begin), (t + 1, *roi.end))
 
 
 # -- the neuroglancer client, served from here -----------------------------------------------------------------
@@ -282,8 +324,10 @@ def app():
                        public_neuroglancer_link=public)  # fmt: skip
     import neuroglancer
 
-    host = urllib.parse.urlsplit(request.host_url).hostname or "127.0.0.1"
-    state = viewer_state(predictor.setup, info, request.host_url.rstrip("/"))
+    # The client's server listens where the gateway listens (chosen by whoever started it), never where a
+    # request's Host header points.
+    host = current_app.config.get("LISTENING", ("127.0.0.1", 0))[0]
+    state = viewer_state(predictor.setup, info, request.host_url.rstrip("/"), _time_point(predictor.setup))
     with _client_lock:
         if _client_viewer is None:
             try:
@@ -294,5 +338,7 @@ def app():
             except OSError as err:
                 raise ApiError(503, f"cannot start the neuroglancer client's server on {host}: {err}") from err
         _client_viewer.set_state(neuroglancer.ViewerState(state))
-        url = _client_viewer.get_viewer_url()
-    return redirect(url, code=302)
+        url = urllib.parse.urlsplit(_client_viewer.get_viewer_url())
+    # Reached the way the gateway was reached (the client's server may listen on 0.0.0.0).
+    here = urllib.parse.urlsplit(request.host_url).hostname or "127.0.0.1"
+    return redirect(url._replace(netloc=f"{here}:{url.port}").geturl(), code=302)
