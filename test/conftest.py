@@ -88,6 +88,37 @@ def project_multichannel(tmp_path_factory, oracle):
     return path, raw
 
 
+@pytest.fixture(scope="session")
+def expected(seed_project_path, seed_raw) -> np.ndarray:
+    """The seed project's probabilities on its raw data, from the core (what the services must serve)."""
+    from ilastikbackend.core import PixelClassifier, load_project
+
+    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
+
+
+@pytest.fixture(scope="module")
+def embedded_seed_stack(tmp_path_factory, seed_project_path):
+    """The seed project served by three processes with in-process caches and workers, blocks of 64."""
+    from stack import seed_stack
+
+    stack = seed_stack(tmp_path_factory.mktemp("seed"), seed_project_path)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_3d(tmp_path_factory, project_3d):
+    """(stack, volume, probabilities): the 3D project served embedded, blocks of 16."""
+    from stack import volume_stack
+
+    from ilastikbackend.core import PixelClassifier, load_project
+
+    path, raw = project_3d
+    stack = volume_stack(tmp_path_factory.mktemp("vol"), path, raw[..., 0])
+    yield stack, raw[..., 0], PixelClassifier(load_project(path), z_size=raw.shape[0]).predict(raw[..., 0])
+    stack.stop()
+
+
 #: What the fault-injection tests did, printed at the end of the run (see test_faults.py).
 FAULT_REPORT: list[dict] = []
 

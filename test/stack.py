@@ -210,3 +210,23 @@ class Stack:
         if self.distributed and self.dataset_id:
             self._forget_blocks()
         forget_queue(self.amqp_url, self.queue)
+
+
+def seed_stack(tmp: Path, project: Path, *, distributed: bool = False, blocksize: int = 64) -> Stack:
+    """The seed project on a fresh copy of its raw data (a new dataset id: nothing cached yet)."""
+    import shutil
+
+    shutil.copy(project.parent / "raw.h5", tmp / "raw.h5")
+    return Stack(tmp, project=project, raw_file=tmp / "raw.h5", distributed=distributed, blocksize=blocksize)
+
+
+def volume_stack(tmp: Path, project: Path, volume, *, distributed: bool = False, blocksize: int = 16) -> Stack:
+    """A 3D project on its (z, y, x) volume, written to HDF5 with ilastik's axistags."""
+    import h5py
+
+    from ilastikbackend.services.encoding import axistags
+
+    with h5py.File(tmp / "vol.h5", "w") as f:
+        f.create_dataset("volume/data", data=volume).attrs["axistags"] = axistags("zyx")
+    return Stack(tmp, project=project, raw_file=tmp / "vol.h5", raw_path="volume/data", distributed=distributed,
+                 blocksize=blocksize)  # fmt: skip

@@ -7,21 +7,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
 from stack import REPO, Stack
 from viewer_support import TimeSeriesGateway, xvfb
 
-from ilastikbackend.core import PixelClassifier, load_project
-from ilastikbackend.services.encoding import axistags
 from ilastikbackend.viewers import client as client_module
 from ilastikbackend.viewers.client import segmentation
 
@@ -36,31 +32,6 @@ def installed_plugins():
 
     npe2.PluginManager.instance().discover()
     assert "ilastikbackend" in {m.name for m in npe2.PluginManager.instance().iter_manifests()}
-
-
-@pytest.fixture(scope="module")
-def seed_stack(tmp_path_factory, seed_project_path):
-    tmp = tmp_path_factory.mktemp("napari2d")
-    shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
-    stack = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=False, blocksize=64)
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
-def expected(seed_project_path, seed_raw):
-    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
-
-
-@pytest.fixture(scope="module")
-def stack_3d(tmp_path_factory, project_3d):
-    path, raw = project_3d
-    tmp = tmp_path_factory.mktemp("napari3d")
-    with h5py.File(tmp / "vol.h5", "w") as f:
-        f.create_dataset("data", data=raw[..., 0]).attrs["axistags"] = axistags("zyx")
-    stack = Stack(tmp, project=path, raw_file=tmp / "vol.h5", raw_path="data", distributed=False, blocksize=16)
-    yield stack, raw[..., 0], PixelClassifier(load_project(path), z_size=raw.shape[0]).predict(raw[..., 0])
-    stack.stop()
 
 
 @pytest.fixture
@@ -81,9 +52,9 @@ def by_name(layers) -> dict:
     return {layer.name: layer for layer in layers}
 
 
-def test_reader_opens_lazy_multiscale_layers(seed_stack, expected, seed_raw):
+def test_reader_opens_lazy_multiscale_layers(embedded_seed_stack, expected, seed_raw):
     viewer = ViewerModel()
-    layers = by_name(viewer.open(seed_stack.gateway_url, plugin="ilastikbackend"))
+    layers = by_name(viewer.open(embedded_seed_stack.gateway_url, plugin="ilastikbackend"))
     assert list(layers) == ["raw", "Simple Segmentation", "Prediction for Label 1", "Prediction for Label 2"]
     raw, seg = layers["raw"], layers["Simple Segmentation"]
     p1, p2 = layers["Prediction for Label 1"], layers["Prediction for Label 2"]
@@ -112,11 +83,11 @@ def test_reader_opens_lazy_multiscale_layers(seed_stack, expected, seed_raw):
     np.testing.assert_array_equal(np.asarray(seg.data[2]), labels[::4, ::4])
 
 
-def test_segmentation_ties_go_to_the_lowest_label_like_the_server(seed_stack):
+def test_segmentation_ties_go_to_the_lowest_label_like_the_server(embedded_seed_stack):
     tie = np.array([[0.5, 0.5, 0.0], [0.2, 0.4, 0.4], [0.1, 0.2, 0.7]], np.float32)
     assert segmentation(tie).tolist() == [1, 2, 3]
     # the server's segmentation source (neuroglancer precomputed) says the same as the plugin's, chunk by chunk
-    client = client_module.GatewayClient(seed_stack.gateway_url)
+    client = client_module.GatewayClient(embedded_seed_stack.gateway_url)
     for scale in range(len(client.scales("segmentation"))):
         shape = client.scales("segmentation")[scale]["shape"]
         served = client.chunk("segmentation", scale, (0, 0), shape)[..., 0]
@@ -197,12 +168,12 @@ def test_time_series(requests_log):
         assert any("extents_min=2_0_0" in p for p in requests_log)  # a leading t in the region URLs
 
 
-def test_not_a_gateway_is_left_to_other_readers(seed_stack):
+def test_not_a_gateway_is_left_to_other_readers(embedded_seed_stack):
     from ilastikbackend.viewers.napari_plugin import get_reader
 
-    assert get_reader(seed_stack.dataprovider_url) is None  # a server, but no /prediction/info
+    assert get_reader(embedded_seed_stack.dataprovider_url) is None  # a server, but no /prediction/info
     assert get_reader("/tmp/some.tif") is None
-    assert get_reader(seed_stack.gateway_url + "/viewer") is not None
+    assert get_reader(embedded_seed_stack.gateway_url + "/viewer") is not None
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +182,7 @@ def display():
         yield d
 
 
-def test_screenshot_in_a_real_napari_viewer(seed_stack, expected, seed_raw, display, tmp_path):
+def test_screenshot_in_a_real_napari_viewer(embedded_seed_stack, expected, seed_raw, display, tmp_path):
     labels = np.argmax(expected, -1)
     colors = np.array([(255, 0, 0), (0, 255, 0)])
     env = dict(os.environ, DISPLAY=display, XDG_RUNTIME_DIR=str(tmp_path), QT_QPA_PLATFORM="xcb")
@@ -223,7 +194,7 @@ def test_screenshot_in_a_real_napari_viewer(seed_stack, expected, seed_raw, disp
     for show, want in wants.items():
         out = tmp_path / f"{show}.png"
         r = subprocess.run([sys.executable, str(Path(__file__).with_name("napari_screenshot.py")),
-                            seed_stack.gateway_url, str(out), show], env=env, cwd=REPO, capture_output=True,
+                            embedded_seed_stack.gateway_url, str(out), show], env=env, cwd=REPO, capture_output=True,
                            text=True, timeout=300)  # fmt: skip
         assert r.returncode == 0 and out.exists(), r.stderr[-3000:]
         img = np.asarray(Image.open(out).convert("RGB")).astype(float)

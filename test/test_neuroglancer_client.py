@@ -12,28 +12,11 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from stack import Stack
-
-from ilastikbackend.core import PixelClassifier, load_project
 
 neuroglancer = pytest.importorskip("neuroglancer", reason="a test dependency: pip install -e '.[neuroglancer]'")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SIZE = 800
 ZOOM = 4  # screen pixels per voxel
-
-
-@pytest.fixture(scope="module")
-def seed_stack(tmp_path_factory, seed_project_path):
-    tmp = tmp_path_factory.mktemp("neuroglancer")
-    shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
-    stack = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=False, blocksize=64)
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
-def expected(seed_project_path, seed_raw):
-    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +71,8 @@ def voxels(img: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return img[keep], y[keep].astype(int), x[keep].astype(int)
 
 
-def test_client_shows_raw_probabilities_and_segmentation(seed_stack, expected, seed_raw, client_viewer):
-    sources = requests.get(f"{seed_stack.gateway_url}/neuroglancer").json()
+def test_client_shows_raw_probabilities_and_segmentation(embedded_seed_stack, expected, seed_raw, client_viewer):
+    sources = requests.get(f"{embedded_seed_stack.gateway_url}/neuroglancer").json()
     colors = np.array([(255, 0, 0), (0, 255, 0)], float)
     wants = {
         "segmentation": colors[np.argmax(expected, -1)],
@@ -103,8 +86,8 @@ def test_client_shows_raw_probabilities_and_segmentation(seed_stack, expected, s
         assert len(shown) > 50000 and close.mean() > 0.99, (layer, len(shown), close.mean())
 
 
-def test_gateway_links_to_the_packaged_client(seed_stack):
-    g = seed_stack.gateway_url
+def test_gateway_links_to_the_packaged_client(embedded_seed_stack):
+    g = embedded_seed_stack.gateway_url
     sources = requests.get(f"{g}/neuroglancer").json()
     assert sources["neuroglancer_link"] == f"{g}/neuroglancer/app/"
     assert sources["public_neuroglancer_link"].startswith("https://neuroglancer-demo.appspot.com/#!")
@@ -116,8 +99,8 @@ def test_gateway_links_to_the_packaged_client(seed_stack):
     assert requests.get(r.headers["Location"] + script).status_code == 200
 
 
-def test_precomputed_scales_and_segmentation_info(seed_stack, expected, seed_raw):
-    sources = requests.get(f"{seed_stack.gateway_url}/neuroglancer").json()
+def test_precomputed_scales_and_segmentation_info(embedded_seed_stack, expected, seed_raw):
+    sources = requests.get(f"{embedded_seed_stack.gateway_url}/neuroglancer").json()
     seg = requests.get(sources["segmentation"].removeprefix("precomputed://") + "/info").json()
     assert seg["type"] == "segmentation" and seg["data_type"] == "uint8" and seg["num_channels"] == 1
     assert [s["size"] for s in seg["scales"]] == [[185, 193, 1], [93, 97, 1], [47, 49, 1]]

@@ -3,27 +3,15 @@ every format, from the gateway and the pixel classification service, equal to th
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import requests
-from stack import Stack
 from test_services_e2e import FORMATS, decode
 
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.core.derived import simple_segmentation, uncertainty
 
 REGION = "extents_min=10_10&extents_max=100_150"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, seed_project_path):
-    tmp = tmp_path_factory.mktemp("outputs")
-    shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
-    s = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=False, blocksize=64)
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +30,9 @@ def test_derived_outputs_follow_ilastik():
 
 @pytest.mark.parametrize("service", ["gateway", "pixelclassification"])
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "png"])
-def test_every_output_in_every_format(stack, core, service, fmt):
+def test_every_output_in_every_format(embedded_seed_stack, core, service, fmt):
     probs, feats, _ = core
-    base = stack.gateway_url if service == "gateway" else stack.pixelclassification_url
+    base = embedded_seed_stack.gateway_url if service == "gateway" else embedded_seed_stack.pixelclassification_url
     expected = {
         "prediction": probs[10:100, 10:150],
         "segmentation": simple_segmentation(probs[10:100, 10:150]),
@@ -59,27 +47,31 @@ def test_every_output_in_every_format(stack, core, service, fmt):
         assert r.headers["X-Shape"] == "_".join(map(str, want.shape))
 
 
-def test_outputs_as_png(stack, core):
+def test_outputs_as_png(embedded_seed_stack, core):
     probs, feats, project = core
     seg = simple_segmentation(probs[10:100, 10:150])[..., 0]
-    png = decode(requests.get(f"{stack.gateway_url}/segmentation/png/roi?{REGION}", timeout=60), "png")
+    png = decode(requests.get(f"{embedded_seed_stack.gateway_url}/segmentation/png/roi?{REGION}", timeout=60), "png")
     np.testing.assert_array_equal(png, np.asarray(project.label_colors, np.uint8)[seg - 1])
-    unc = decode(requests.get(f"{stack.gateway_url}/uncertainty/png/roi?{REGION}", timeout=60), "png")
+    unc = decode(requests.get(f"{embedded_seed_stack.gateway_url}/uncertainty/png/roi?{REGION}", timeout=60), "png")
     want = np.clip(np.rint(uncertainty(probs[10:100, 10:150])[..., 0] * 255.0), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(unc, want)
-    r = requests.get(f"{stack.gateway_url}/features/png/roi?{REGION}", timeout=60)
+    r = requests.get(f"{embedded_seed_stack.gateway_url}/features/png/roi?{REGION}", timeout=60)
     assert r.status_code == 400 and "channel=k" in r.json()["error"]
-    f3 = decode(requests.get(f"{stack.gateway_url}/features/png/roi?{REGION}&channel=3", timeout=60), "png")
+    f3 = decode(
+        requests.get(f"{embedded_seed_stack.gateway_url}/features/png/roi?{REGION}&channel=3", timeout=60), "png"
+    )
     plane = feats[10:100, 10:150, 3]
     assert f3.shape == plane.shape and np.corrcoef(f3.ravel(), plane.ravel())[0, 1] > 0.99
 
 
-def test_features_are_computed_once_and_cached_apart(stack, core):
+def test_features_are_computed_once_and_cached_apart(embedded_seed_stack, core):
     _, feats, project = core
-    r = requests.get(f"{stack.gateway_url}/features/npy/roi?extents_min=0_0&extents_max=-1_-1", timeout=120)
+    r = requests.get(
+        f"{embedded_seed_stack.gateway_url}/features/npy/roi?extents_min=0_0&extents_max=-1_-1", timeout=120
+    )
     np.testing.assert_array_equal(decode(r, "npy"), feats[:-1, :-1])
     assert r.headers["X-Shape"].endswith(f"_{project.column_count}")
-    ids = requests.get(f"{stack.pixelclassification_url}/prediction/cachedblockids", timeout=10).json()
+    ids = requests.get(f"{embedded_seed_stack.pixelclassification_url}/prediction/cachedblockids", timeout=10).json()
     assert all(isinstance(i, int) for i in ids)  # feature blocks are not listed as prediction blocks
-    bad = requests.get(f"{stack.gateway_url}/features/npy/roi?{REGION}&channel=99", timeout=10)
+    bad = requests.get(f"{embedded_seed_stack.gateway_url}/features/npy/roi?{REGION}&channel=99", timeout=10)
     assert bad.status_code == 400 and f"there are {project.column_count} channel(s)" in bad.json()["error"]

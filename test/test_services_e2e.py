@@ -14,8 +14,6 @@ import tifffile
 from PIL import Image
 from stack import Stack
 
-from ilastikbackend.core import PixelClassifier, load_project
-
 FORMATS = ["raw", "npy", "tiff", "hdf5", "png"]
 
 
@@ -43,11 +41,6 @@ def seed_stack(request, tmp_path_factory, seed_project_path):
     stack = Stack(tmp, project=seed_project_path, raw_file=raw, distributed=request.param == "distributed")
     yield stack
     stack.stop()
-
-
-@pytest.fixture(scope="module")
-def expected(seed_project_path, seed_raw):
-    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
 
 
 def colour_blend(probs: np.ndarray, colors) -> np.ndarray:

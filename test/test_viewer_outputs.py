@@ -28,9 +28,9 @@ def seed(tmp_path_factory, seed_project_path):
     service.stop()
 
 
-def test_viewer_shows_the_segmentation(seed, expected_seed, tmp_path):
+def test_viewer_shows_the_segmentation(seed, expected, tmp_path):
     drawn = canvas(screenshot(f"{seed}/viewer?show=segmentation&opacity=1", tmp_path / "seg.png"))
-    labels = simple_segmentation(expected_seed)[..., 0]
+    labels = simple_segmentation(expected)[..., 0]
     colours = np.array([[255, 0, 0], [0, 255, 0]])[labels - 1]
     assert drawn.shape == colours.shape
     assert np.abs(drawn - colours).max() <= 1  # every pixel exactly in its label's colour
@@ -39,18 +39,11 @@ def test_viewer_shows_the_segmentation(seed, expected_seed, tmp_path):
     assert (hidden[red][:, 0] < 255).all() and np.abs(hidden[~red] - colours[~red]).max() <= 1
 
 
-def test_viewer_shows_the_uncertainty(seed, expected_seed, tmp_path):
+def test_viewer_shows_the_uncertainty(seed, expected, tmp_path):
     drawn = canvas(screenshot(f"{seed}/viewer?show=uncertainty&opacity=1", tmp_path / "unc.png"))
-    grey = uncertainty(expected_seed)[..., 0] * 255
+    grey = uncertainty(expected)[..., 0] * 255
     assert drawn.shape[:2] == grey.shape
     assert np.abs(drawn[..., 0] - grey).max() <= 1 and (drawn[..., 0] == drawn[..., 2]).all()
-
-
-@pytest.fixture(scope="module")
-def expected_seed(seed_project_path, seed_raw):
-    from ilastikbackend.core import PixelClassifier, load_project
-
-    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
 
 
 def test_viewer_browses_a_time_series(tmp_path):

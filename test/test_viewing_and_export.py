@@ -16,9 +16,9 @@ import requests
 import tensorstore as ts
 from PIL import Image
 from stack import REPO, Stack
+from stack import seed_stack as seed_stack_of
 from test_services_e2e import decode
 
-from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.services.encoding import axistags
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,26 +26,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def seed_stack(tmp_path_factory, seed_project_path):
-    tmp = tmp_path_factory.mktemp("viewing")
-    shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
-    stack = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=True, blocksize=64)
+    stack = seed_stack_of(tmp_path_factory.mktemp("viewing"), seed_project_path, distributed=True)
     yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
-def expected(seed_project_path, seed_raw):
-    return PixelClassifier(load_project(seed_project_path)).predict(seed_raw)
-
-
-@pytest.fixture(scope="module")
-def stack_3d(tmp_path_factory, project_3d):
-    path, raw = project_3d
-    tmp = tmp_path_factory.mktemp("viewing3d")
-    with h5py.File(tmp / "vol.h5", "w") as f:
-        f.create_dataset("data", data=raw[..., 0]).attrs["axistags"] = axistags("zyx")
-    stack = Stack(tmp, project=path, raw_file=tmp / "vol.h5", raw_path="data", distributed=False, blocksize=16)
-    yield stack, raw[..., 0], PixelClassifier(load_project(path), z_size=raw.shape[0]).predict(raw[..., 0])
     stack.stop()
 
 

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
-from stack import REPO, Stack
+from stack import REPO
 from viewer_support import TimeSeriesGateway, xvfb
 
 from ilastikbackend.core import PixelClassifier, load_project
-from ilastikbackend.services.encoding import axistags
 
 
 @pytest.fixture(scope="module")
@@ -32,26 +29,6 @@ def volumina_python() -> str:
 def display():
     with xvfb() as d:
         yield d
-
-
-@pytest.fixture(scope="module")
-def seed_stack(tmp_path_factory, seed_project_path):
-    tmp = tmp_path_factory.mktemp("volumina2d")
-    shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
-    stack = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=False, blocksize=64)
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture(scope="module")
-def stack_3d(tmp_path_factory, project_3d):
-    path, raw = project_3d
-    tmp = tmp_path_factory.mktemp("volumina3d")
-    with h5py.File(tmp / "vol.h5", "w") as f:
-        f.create_dataset("data", data=raw[..., 0]).attrs["axistags"] = axistags("zyx")
-    stack = Stack(tmp, project=path, raw_file=tmp / "vol.h5", raw_path="data", distributed=False, blocksize=16)
-    yield stack, PixelClassifier(load_project(path), z_size=raw.shape[0]).predict(raw[..., 0])
-    stack.stop()
 
 
 def run_viewer(python: str, display: str, gateway: str, png, *args: str) -> tuple[np.ndarray, dict]:
@@ -92,12 +69,12 @@ def composite(grey: np.ndarray, probs: np.ndarray, colors) -> np.ndarray:
     return out
 
 
-def test_2d_prediction_segmentation_and_raw(volumina_python, display, seed_stack, seed_raw, seed_project_path,
+def test_2d_prediction_segmentation_and_raw(volumina_python, display, embedded_seed_stack, seed_raw, seed_project_path,
                                             tmp_path):  # fmt: skip
     expected = PixelClassifier(load_project(seed_project_path)).predict(seed_raw)  # (y, x, class)
     colors = [(255, 0, 0), (0, 255, 0)]
     h, w = seed_raw.shape
-    g = seed_stack.gateway_url
+    g = embedded_seed_stack.gateway_url
 
     img, meta = run_viewer(volumina_python, display, g, tmp_path / "prediction.png", "--opacity", "1")
     assert meta["shape_txyzc"] == [1, w, h, 1, 1]
@@ -125,7 +102,7 @@ def test_2d_prediction_segmentation_and_raw(volumina_python, display, seed_stack
 
 
 def test_3d_three_views(volumina_python, display, stack_3d, tmp_path):
-    stack, expected = stack_3d  # (z, y, x, class), 3 classes
+    stack, _, expected = stack_3d  # (z, y, x, class), 3 classes
     colors = np.array([(255, 0, 0), (0, 0, 255), (255, 255, 0)])
     labels = np.argmax(expected, -1)
     z, y, x = 7, 20, 5
