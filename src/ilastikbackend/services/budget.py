@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from flask import current_app
+from flask import Response, current_app
 
 from ilastikbackend.errors import ApiError
 from ilastikbackend.log import log_event
@@ -79,6 +79,17 @@ class MemoryBudget:
         log_event("request_refused", level=30, what=what, why=why, in_use_mib=self.in_use / MiB)
         raise ApiError(503, f"busy: {why} ({self.in_use / MiB:.0f} of {self.limit_bytes / MiB:.0f} MiB of the memory "
                        f"budget in use); retry shortly", headers={"Retry-After": "5"})  # fmt: skip
+
+    def answer(self, nbytes: int, what: str, make: Callable[[], Response]) -> Response:
+        """``make()``'s response with ``nbytes`` reserved until it has been sent (streamed answers included)."""
+        held = self.acquire(nbytes, what)
+        try:
+            response = make()
+        except BaseException:
+            self.release(held)
+            raise
+        response.call_on_close(lambda: self.release(held))
+        return response
 
     @contextlib.contextmanager
     def reserve(self, nbytes: int, what: str) -> Iterator[int]:

@@ -36,15 +36,11 @@ def raw_roi(fmt: str):
     channel = encoding.parse_channel(request.args.get("channel"), info.channels)
     region_bytes = roi.size * info.channels * np.dtype(info.dtype).itemsize
     streamed = fmt in encoding.STREAMED_FORMATS and region_bytes > STREAM_SLAB_BYTES
-    budget = app_budget()
-    held = budget.acquire(2 * STREAM_SLAB_BYTES if streamed else 3 * region_bytes, f"raw region {roi.query()}")
-    try:
-        response = _raw_answer(source, fmt, roi, channel, region_bytes, streamed, channels)
-    except BaseException:
-        budget.release(held)
-        raise
-    response.call_on_close(lambda: budget.release(held))
-    return response
+    return app_budget().answer(
+        2 * STREAM_SLAB_BYTES if streamed else 3 * region_bytes,
+        f"raw region {roi.query()}",
+        lambda: _raw_answer(source, fmt, roi, channel, region_bytes, streamed, channels),
+    )
 
 
 STREAM_SLAB_BYTES = 16 << 20  # larger regions in streamed formats are read and sent slab by slab

@@ -74,15 +74,11 @@ def output_response(output: Output, predictor: BlockPredictor, fmt: str, roi: Ro
         estimate = predictor.covered_bytes(roi) + stitched + answer + 2 * roi.size * 12
     else:  # stitched whole, derived (if it is), then encoded once (TIFF in memory, HDF5 on disk)
         estimate = predictor.covered_bytes(roi) + stitched + (answer if output.derive else 0) + answer
-    budget = app_budget()
-    held = budget.acquire(estimate, f"the {output.name} of region {roi.query()}")
-    try:
-        response = _answer(output, predictor, fmt, roi, colors, filename, channel)
-    except BaseException:
-        budget.release(held)
-        raise
-    response.call_on_close(lambda: budget.release(held))
-    return response
+    return app_budget().answer(
+        estimate,
+        f"the {output.name} of region {roi.query()}",
+        lambda: _answer(output, predictor, fmt, roi, colors, filename, channel),
+    )
 
 
 def _answer(output: Output, predictor: BlockPredictor, fmt: str, roi: Roi, colors, filename: str, channel):
