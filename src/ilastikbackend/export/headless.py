@@ -158,6 +158,13 @@ def build_parser(prog: str = "ilastikbackend headless") -> argparse.ArgumentPars
     ours.add_argument("--blocksize", type=int, default=None, help="embedded block edge (default 256 in 2D, 64 in 3D)")
     ours.add_argument("--feature-engine", default=None, help="vigra or fastfilters (default: from the project)")
     ours.add_argument("--cache-mib", type=int, default=64, help="embedded block cache bound in MiB (64)")
+    ours.add_argument(
+        "--ram-mib",
+        type=int,
+        default=1024,
+        help="bound for the blocks in flight in MiB (1024); fewer blocks are computed at once "
+        "when they are large (e.g. many feature channels)",
+    )
     ours.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -498,7 +505,7 @@ def plan_lane(args, project, backend: ComputeBackend, path: str, index: int) -> 
     )
 
 
-def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=sys.stderr) -> list[str]:
+def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=sys.stderr, out=sys.stdout) -> list[str]:
     """Plan every input (failing before computing anything), then export them one after the other."""
     jobs = []
     try:
@@ -512,16 +519,22 @@ def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=sy
         start = time.monotonic()
         provider = backend.open(job.lane) if job.source.kind != "labels" else None
         try:
-            export_lane(job, provider, progress, parallel=args.parallel)
+            computed = export_lane(
+                job, provider, progress, parallel=args.parallel, ram_bytes=max(1, args.ram_mib) << 20
+            )
         except ProviderError as err:
             raise HeadlessError(f"{job.lane.paths[0]}: {err}") from err
         finally:
             if provider is not None:
                 provider.close()
         spec = job.output
-        progress.finish_file(
-            f"wrote {job.extra['shown']}: {spec.shape} {spec.dtype.name} ({spec.axes}) "
-            f"{job.source.name}, {time.monotonic() - start:.1f} s"
+        earlier = f", {len(job.units) - computed} done by an earlier run" if computed < len(job.units) else ""
+        progress.finish_file()
+        print(
+            f"wrote {job.extra['shown']}: {spec.shape} {spec.dtype.name} ({spec.axes}) {job.source.name}; "
+            f"computed {computed} of {len(job.units)} blocks{earlier}, {time.monotonic() - start:.1f} s",
+            file=out,
+            flush=True,
         )
         written.append(job.extra["shown"])
     return written

@@ -45,10 +45,10 @@ class Progress:
         self._computed_voxels += voxels
         self._show()
 
-    def finish_file(self, message: str) -> None:
+    def finish_file(self) -> None:
         self._show(force=True)
         if self.stream is not None:
-            self.stream.write(f"\n{message}\n")
+            self.stream.write("\n")
             self.stream.flush()
 
     @staticmethod

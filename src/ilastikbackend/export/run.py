@@ -1,7 +1,8 @@
 """The export loop: blocks of one lane computed in parallel, converted, reordered and written one at a time.
 
-Writer- and source-agnostic. Memory stays bounded: at most ``2 x parallel`` blocks are in flight, and
-each block is written as soon as it (and the ones before it) arrived. Every written block is recorded
+Writer- and source-agnostic. Memory stays bounded: at most ``2 x parallel`` blocks are in flight, fewer
+when blocks are large (``ram_bytes``: a block is counted three times, as fetched, converted and
+reordered), and each block is written as soon as it (and the ones before it) arrived. Every written block is recorded
 (:mod:`ilastikbackend.export.resume`), so a rerun after a kill computes only what is missing.
 """
 
@@ -130,8 +131,20 @@ class Scratch:
         return np.asarray(self.array[tuple(slice(b, e) for b, e in zip(begin, end))])
 
 
-def export_lane(job: LaneJob, provider: BlockProvider | None, progress: Progress, *, parallel: int) -> None:
-    """Compute and write one lane; raises on failure, leaving a resumable partial output."""
+def in_flight(job: LaneJob, parallel: int, ram_bytes: int) -> int:
+    """How many blocks may be computed at once: ``2 x parallel``, fewer if their bytes exceed ``ram_bytes``."""
+    voxels = int(np.prod(job.extra.get("block_shape", (1,))))
+    channels = job.source.channels(job.setup)
+    itemsize = max(np.dtype(job.source.dtype).itemsize, job.output.dtype.itemsize, 4)
+    block_bytes = 3 * voxels * channels * itemsize
+    return int(max(1, min(2 * max(1, parallel), ram_bytes // max(block_bytes, 1))))
+
+
+def export_lane(
+    job: LaneJob, provider: BlockProvider | None, progress: Progress, *, parallel: int, ram_bytes: int = 1 << 30
+) -> int:
+    """Compute and write one lane; returns how many blocks were computed (the others were done by an earlier,
+    interrupted run). Raises on failure, leaving a resumable partial output."""
     writer, record = job.writer, job.record
     resumed = record.start(job.fingerprint, len(job.units))
     scratch = None
@@ -157,12 +170,13 @@ def export_lane(job: LaneJob, provider: BlockProvider | None, progress: Progress
             data = provider.fetch(job.source.kind, unit.t, unit.begin, unit.end)
         return job.block_in_output(unit, data)
 
+    window = in_flight(job, parallel, ram_bytes)
     try:
-        with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="export") as pool:
+        with ThreadPoolExecutor(min(max(1, parallel), window), thread_name_prefix="export") as pool:
             for t in sorted({u.t for u in pending}):
                 context = provider.time_point(t) if provider is not None else _nothing()
                 with context:
-                    _run_units([u for u in pending if u.t == t], compute, sink, record, progress, pool, parallel)
+                    _run_units([u for u in pending if u.t == t], compute, sink, record, progress, pool, window)
         if scratch is not None:
             writer.write_all(scratch.read)
         writer.close()
@@ -171,6 +185,7 @@ def export_lane(job: LaneJob, provider: BlockProvider | None, progress: Progress
         record.close()
         raise
     record.finish()
+    return len(pending)
 
 
 class _nothing:
@@ -181,12 +196,12 @@ class _nothing:
         return False
 
 
-def _run_units(units, compute, sink, record, progress, pool, parallel) -> None:
+def _run_units(units, compute, sink, record, progress, pool, window: int) -> None:
     queue = iter(units)
     inflight: deque = deque()
 
     def refill():
-        while len(inflight) < 2 * max(1, parallel):
+        while len(inflight) < window:
             unit = next(queue, None)
             if unit is None:
                 return

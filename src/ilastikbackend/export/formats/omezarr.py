@@ -135,11 +135,15 @@ class OmeZarrWriter(Writer):
         shape = [1 if a in "tc" else n for a, n in zip(self.spec.axes, self.spec.shape)]
         return determine_block_shape(shape, OME_ZARR_CHUNK_BYTES / self.spec.dtype.itemsize)
 
+    def chunks_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(min(c, n) for c, n in zip(self.chunks, shape))
+
     def shards(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        out = []
-        for a, n, c in zip(self.spec.axes, shape, self.chunks):
-            out.append(c * min(SHARD_CHUNKS, math.ceil(n / c)) if a in "zyx" else c)
-        return tuple(out)
+        """0.5: up to ``SHARD_CHUNKS`` chunks per spatial axis in one shard file."""
+        return tuple(
+            c * min(SHARD_CHUNKS, math.ceil(n / c)) if a in "zyx" else c
+            for a, n, c in zip(self.spec.axes, shape, self.chunks_for(shape))
+        )
 
     def preexisting_error(self) -> str | None:
         if os.path.exists(self.spec.path):
@@ -271,7 +275,7 @@ class OmeZarrWriter(Writer):
                 "method": "ilastikbackend.export.formats.omezarr.downsample",
                 "kwargs": {"labels": self.spec.is_label_image},
             }
-        if self.spec.source_name:
+        if self.spec.source_name and self.version == "0.5":
             multiscale["name"] = self.spec.source_name
         creator = {"name": "ilastikbackend", "version": _package_version(), "ome_zarr_exporter_version": 2}
         if self.version == "0.4":
