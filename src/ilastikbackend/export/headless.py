@@ -505,8 +505,12 @@ def plan_lane(args, project, backend: ComputeBackend, path: str, index: int) -> 
     )
 
 
-def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=sys.stderr, out=sys.stdout) -> list[str]:
-    """Plan every input (failing before computing anything), then export them one after the other."""
+def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=None, out=None) -> list[str]:
+    """Plan every input (failing before computing anything), then export them one after the other.
+
+    The progress line goes to ``stream`` (stderr), one line per written output to ``out`` (stdout)."""
+    stream = sys.stderr if stream is None else stream
+    out = sys.stdout if out is None else out
     jobs = []
     try:
         for i, path in enumerate(args.inputs, start=1):
