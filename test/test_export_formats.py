@@ -34,8 +34,11 @@ def _write(fmt: str, spec: OutputSpec, data: np.ndarray, block=(37, 41)):
     writer = make_writer(fmt, spec)
     if writer.random_access:
         writer.create()
-        corners = [(y, x) for y in range(0, data.shape[-3 if spec.axes.endswith("c") else -2], block[0])
-                   for x in range(0, data.shape[-2 if spec.axes.endswith("c") else -1], block[1])]  # fmt: skip
+        corners = [
+            (y, x)
+            for y in range(0, data.shape[-3 if spec.axes.endswith("c") else -2], block[0])
+            for x in range(0, data.shape[-2 if spec.axes.endswith("c") else -1], block[1])
+        ]
         rng.shuffle(corners)
         ny = spec.axes.index("y")
         for y, x in corners:
@@ -62,8 +65,15 @@ def test_hdf5_as_ilastik_writes_it(tmp_path, fmt):
         f["other"] = np.arange(3)
         f["results/probs"] = np.zeros(5)  # replaced, as ilastik replaces the dataset at the internal path
     meta = {"y": AxisMeta(0.5, "µm"), "x": AxisMeta(0.25, "µm")}
-    spec = _spec(path, "yxc", PROBS, internal_path="results/probs", drange=np.array([0.0, 1.0], np.float32),
-                 display_mode="grayscale", meta=meta)  # fmt: skip
+    spec = _spec(
+        path,
+        "yxc",
+        PROBS,
+        internal_path="results/probs",
+        drange=np.array([0.0, 1.0], np.float32),
+        display_mode="grayscale",
+        meta=meta,
+    )
     _write(fmt, spec, PROBS)
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["other"][()], np.arange(3))
@@ -227,8 +237,10 @@ def test_ome_zarr_04_as_ilastik_writes_it(tmp_path, multiscale):
     ms = meta["multiscales"][0]
     assert ms["version"] == "0.4" and [a["name"] for a in ms["axes"]] == list("tczyx")
     s0 = group["s0"]
-    assert s0.chunks == (1, 1, 1, 505, 506) and json.load(open(tmp_path / "out.zarr/s0/.zarray"))[
-        "dimension_separator"] == "/"  # fmt: skip
+    assert (
+        s0.chunks == (1, 1, 1, 505, 506)
+        and json.load(open(tmp_path / "out.zarr/s0/.zarray"))["dimension_separator"] == "/"
+    )
     np.testing.assert_array_equal(s0[...], data)
     assert s0.attrs["axistags"] == vigra_axistags_json("tczyx") and s0.attrs["drange"] == [0.0, 1.0]
     paths = [d["path"] for d in ms["datasets"]]
@@ -252,8 +264,12 @@ def test_ome_zarr_05_sharded_with_pixel_sizes(tmp_path, multiscale):
     group, _ = _validate_ome(tmp_path / "out.zarr", "0.5")
     assert json.load(open(tmp_path / "out.zarr" / "zarr.json"))["zarr_format"] == 3
     ms = group.attrs["ome"]["multiscales"][0]
-    assert [(a["name"], a.get("unit")) for a in ms["axes"]] == [("t", "second"), ("c", None), ("y", "micrometer"),
-                                                               ("x", "micrometer")]  # fmt: skip
+    assert [(a["name"], a.get("unit")) for a in ms["axes"]] == [
+        ("t", "second"),
+        ("c", None),
+        ("y", "micrometer"),
+        ("x", "micrometer"),
+    ]
     first = ms["datasets"][0]["coordinateTransformations"]
     assert first[0]["scale"] == [5.0, 1.0, 0.2, 0.3]
     assert first[1]["translation"] == pytest.approx([0.0, 0.0, 2.0, 6.0])
@@ -267,8 +283,14 @@ def test_ome_zarr_05_segmentation_is_an_image_label(tmp_path):
     data = rng.integers(1, 4, (40, 50), dtype=np.uint8)
     axes = format_spec("multi-scale OME-Zarr 0.5").stored_axes("yxc", True)
     assert axes == "yx"
-    spec = _spec(tmp_path / "seg.zarr", axes, data, is_label_image=True, label_names=["bg", "cell", "edge"],
-                 label_colors=[[255, 0, 0], [0, 255, 0], [0, 0, 255]])  # fmt: skip
+    spec = _spec(
+        tmp_path / "seg.zarr",
+        axes,
+        data,
+        is_label_image=True,
+        label_names=["bg", "cell", "edge"],
+        label_colors=[[255, 0, 0], [0, 255, 0], [0, 0, 255]],
+    )
     _write("single-scale OME-Zarr 0.5", spec, data)
     group, model = _validate_ome(tmp_path / "seg.zarr", "0.5", label=True)
     label = group.attrs["ome"]["image-label"]
@@ -332,5 +354,6 @@ def test_format_names_are_ilastiks():
         format_spec("zarr")
     with pytest.raises(FormatMismatch, match="not supported"):
         format_spec("dvid")
-    assert [format_spec(n).extension for n in ("hdf5", "numpy", "multipage tiff", "png", "multi-scale OME-Zarr 0.5")] \
-        == ["h5", "npy", "tiff", "png", "zarr"]  # fmt: skip
+    assert [
+        format_spec(n).extension for n in ("hdf5", "numpy", "multipage tiff", "png", "multi-scale OME-Zarr 0.5")
+    ] == ["h5", "npy", "tiff", "png", "zarr"]

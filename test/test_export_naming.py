@@ -29,14 +29,17 @@ from ilastikbackend.export.naming import (
 @pytest.mark.parametrize(
     ("template", "known", "expected"),
     [
-        ("{dataset_dir}/{nickname}_{result_type}", {"nickname": "img", "result_type": "Simple Segmentation"},
-         "{dataset_dir}/img_Simple Segmentation"),
+        (
+            "{dataset_dir}/{nickname}_{result_type}",
+            {"nickname": "img", "result_type": "Simple Segmentation"},
+            "{dataset_dir}/img_Simple Segmentation",
+        ),
         ("{t_start:04d}-{x_stop}", {"t_start": 3, "x_stop": 100}, "0003-100"),
         ("{unknown}_{unknown:>5}_{roi}", {"roi": "[(0, 0), (5, 6)]"}, "{unknown}_{unknown:>5}_[(0, 0), (5, 6)]"),
         ("{{literal}}_{nickname}", {"nickname": "n"}, "{literal}_n"),
         ("no placeholders", {"nickname": "n"}, "no placeholders"),
     ],
-)  # fmt: skip
+)
 def test_format_known_keys_leaves_unknown_keys(template, known, expected):
     assert format_known_keys(template, known) == expected
 

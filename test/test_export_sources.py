@@ -42,13 +42,26 @@ def test_uncertainty_of_one_class_is_zero():
 def test_sources_declare_ilastiks_metadata():
     p, s, u, f, labels = (EXPORT_SOURCES[n] for n in EXPORT_SOURCES)
     assert [x.name for x in (p, s, u, f, labels)] == [
-        "Probabilities", "Simple Segmentation", "Uncertainty", "Features", "Labels"]  # fmt: skip
-    assert (p.dtype, p.channels(SETUP), p.channel_names(SETUP), p.drange(SETUP)) == ("float32", 3, ["a", "b", "c"],
-                                                                                     (0.0, 1.0))  # fmt: skip
+        "Probabilities",
+        "Simple Segmentation",
+        "Uncertainty",
+        "Features",
+        "Labels",
+    ]
+    assert (p.dtype, p.channels(SETUP), p.channel_names(SETUP), p.drange(SETUP)) == (
+        "float32",
+        3,
+        ["a", "b", "c"],
+        (0.0, 1.0),
+    )
     assert (s.dtype, s.channels(SETUP), s.drange(SETUP), s.is_label_image) == ("uint8", 1, (0.0, 1.0), True)
     assert (u.dtype, u.channels(SETUP), u.drange(SETUP)) == ("float32", 1, (0.0, 1.0))
-    assert (f.dtype, f.channels(SETUP), f.channel_names(SETUP), f.drange(SETUP)) == ("float32", 2, ["f1", "f2"],
-                                                                                     (0, 255))  # fmt: skip
+    assert (f.dtype, f.channels(SETUP), f.channel_names(SETUP), f.drange(SETUP)) == (
+        "float32",
+        2,
+        ["f1", "f2"],
+        (0, 255),
+    )
     float_raw = SourceSetup(3, (), (), ("f",), "float32")
     assert f.drange(float_raw) is None
     assert all(x.display_mode == "grayscale" for x in (p, s, u, f))

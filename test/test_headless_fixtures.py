@@ -38,8 +38,9 @@ def exports(tmp_path_factory):
     for name in NAMES:
         fx = FIXTURES[name]
         template = str(out / name / "{nickname}_{result_type}")
-        r = headless("--project", str(fx.project), "--output_filename_format", template, "--blocksize", "48",
-                     fx.raw_arg)  # fmt: skip
+        r = headless(
+            "--project", str(fx.project), "--output_filename_format", template, "--blocksize", "48", fx.raw_arg
+        )
         assert r.code == 0, r.err
         results[name] = (out / name, r.out)
     return results
@@ -87,8 +88,17 @@ def test_segmentation_and_uncertainty_are_derived_exactly(exports, tmp_path, nam
     fx = FIXTURES[name]
     folder, _ = exports[name]
     probabilities, _ = read_h5(next(folder.iterdir()))
-    r = headless("--project", str(fx.project), "--export_source", source.lower(), "--blocksize", "48",
-                 "--output_filename_format", str(tmp_path / "{nickname}_{result_type}"), fx.raw_arg)  # fmt: skip
+    r = headless(
+        "--project",
+        str(fx.project),
+        "--export_source",
+        source.lower(),
+        "--blocksize",
+        "48",
+        "--output_filename_format",
+        str(tmp_path / "{nickname}_{result_type}"),
+        fx.raw_arg,
+    )
     assert r.code == 0, r.err
     nick = fx.raw.stem + (f"-{fx.raw_dataset}" if fx.raw_dataset else "")
     ours, attrs = read_h5(tmp_path / f"{nick}_{source}.h5")  # {result_type} keeps the space
@@ -102,8 +112,19 @@ def test_segmentation_and_uncertainty_are_derived_exactly(exports, tmp_path, nam
 @pytest.mark.parametrize("name", ["ilastik-tests-2d3c-v122", "ilastik-api-3d-1c-v141"])
 def test_features_in_the_projects_channel_order(tmp_path, name):
     fx = FIXTURES[name]
-    r = headless("--project", str(fx.project), "--export_source", "Features", "--output_format", "hdf5",
-                 "--blocksize", "40", "--output_filename_format", str(tmp_path / "f"), fx.raw_arg)  # fmt: skip
+    r = headless(
+        "--project",
+        str(fx.project),
+        "--export_source",
+        "Features",
+        "--output_format",
+        "hdf5",
+        "--blocksize",
+        "40",
+        "--output_filename_format",
+        str(tmp_path / "f"),
+        fx.raw_arg,
+    )
     assert r.code == 0, r.err
     ours, attrs = read_h5(tmp_path / "f.h5")
     project = load_project(fx.project)
@@ -119,8 +140,15 @@ def test_features_in_the_projects_channel_order(tmp_path, name):
 
 def test_labels_export_zeros(tmp_path):
     fx = FIXTURES["ilastik-tests-2d3c-v122"]
-    r = headless("--project", str(fx.project), "--export_source", "Labels",
-                 "--output_filename_format", str(tmp_path / "l"), fx.raw_arg)  # fmt: skip
+    r = headless(
+        "--project",
+        str(fx.project),
+        "--export_source",
+        "Labels",
+        "--output_filename_format",
+        str(tmp_path / "l"),
+        fx.raw_arg,
+    )
     assert r.code == 0, r.err
     data, attrs = read_h5(tmp_path / "l.h5")
     assert data.dtype == np.uint8 and data.shape == (73, 187, 1) and not data.any()

@@ -66,14 +66,29 @@ class EmbeddedStack:
         )
         ns.port = gw_port
         self.servers.append(make_server(gateway.create_app(state, max_roi_voxels=ns.max_roi_voxels), ns))
+        self.closing = threading.Event()
         for server in self.servers:
-            threading.Thread(target=server.run, daemon=True, name="headless-http").start()
+            thread = threading.Thread(target=self._serve, args=(server,), daemon=True, name="headless-http")
+            thread.start()
+            backend.server_threads.append(thread)
         self.gateway_url = f"http://127.0.0.1:{gw_port}"
 
+    def _serve(self, server) -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not self.closing.is_set():  # closing pulls the sockets from under the loop: that ends it
+                raise
+
     def close(self) -> None:
-        for server in self.servers:
-            server.close()
-            server.task_dispatcher.shutdown(timeout=5)
+        """Stop the servers: finish their requests, then close every socket (which ends their loops; the back
+        end waits for them once, at the end of the run)."""
+        from waitress import wasyncore
+
+        self.closing.set()
+        for server in reversed(self.servers):  # the gateway first: it calls the others
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            wasyncore.close_all(server._map)
 
 
 class EmbeddedProvider(BlockProvider):
@@ -136,6 +151,7 @@ class EmbeddedBackend(ComputeBackend):
         self.cache, self.tasks = make_backend(self.namespace(None), self.registry)
         self._scratch = tempfile.TemporaryDirectory(prefix="ilastikbackend-headless-")
         self.scratch_dir = self._scratch.name
+        self.server_threads: list[threading.Thread] = []
 
     def namespace(self, classifier) -> argparse.Namespace:
         """The settings the services' start-up functions read."""
@@ -178,6 +194,8 @@ class EmbeddedBackend(ComputeBackend):
     def close(self) -> None:
         self.tasks.close()
         self.cache.close()
+        for thread in self.server_threads:  # no server loop outlives the run
+            thread.join(timeout=5)
         self._scratch.cleanup()
 
 
