@@ -420,3 +420,26 @@ def test_bad_project_is_one_clear_line(data_dir, tmp_path):
     bad.write_bytes(b"not hdf5")
     r = headless("--project", str(bad), str(data_dir / "2d3c.h5"))
     assert r.code == 2 and "not an ilastik project" in r.err and "Traceback" not in r.err
+
+
+def test_settings_saved_in_the_project_apply_unless_flags_override(data_dir, tmp_path, full):
+    project = tmp_path / "p.ilp"
+    shutil.copy(FX.project, project)
+    with h5py.File(project, "a") as f:
+        g = f["Prediction Export"]
+        for name, value in {"ExportDtype": b"uint8", "InputMin": 0.0, "InputMax": 1.0, "ExportMin": 0,
+                            "ExportMax": 255, "OutputAxisOrder": b"cyx", "RegionStart": [10, -1, -1],
+                            "RegionStop": [50, -1, -1], "OutputFilenameFormat": b"out/{nickname}"}.items():  # fmt: skip
+            if name in g:
+                del g[name]
+            g[name] = value
+    r = headless("--project", str(project), "--output_format", "numpy", f"{data_dir}/2d3c.h5/data")
+    assert r.code == 0, r.err
+    saved = tmp_path / "out" / "2d3c-data.npy"  # a saved relative template resolves against the project's folder
+    expected = np.rint(np.moveaxis(full[10:50], -1, 0) * np.float32(255)).astype(np.uint8)
+    np.testing.assert_array_equal(np.load(saved), expected)
+    r = headless("--project", str(project), "--output_format", "numpy", "--export_dtype", "float32",
+                 "--output_axis_order", "yxc", "--cutout_subregion", "[(None,None,None),(None,None,None)]",
+                 "--output_filename_format", str(tmp_path / "flags"), f"{data_dir}/2d3c.h5/data")  # fmt: skip
+    assert r.code == 0, r.err
+    np.testing.assert_array_equal(np.load(tmp_path / "flags.npy"), full * np.float32(255))  # saved ranges still apply

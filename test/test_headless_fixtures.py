@@ -23,6 +23,7 @@ from headless_tools import fixtures, headless, read_h5
 
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.export.axes import vigra_axistags_json
+from ilastikbackend.export.headless import stored_export_settings
 from ilastikbackend.export.inputs import open_lane
 from ilastikbackend.export.sources import simple_segmentation, uncertainty
 
@@ -73,7 +74,9 @@ def test_hdf5_layout_as_ilastik(exports, name):
     with h5py.File(next(folder.iterdir()), "r") as f:
         assert list(f.keys()) == ["exported_data"]
         ds = f["exported_data"]
-        assert ds.compression == "gzip" and ds.compression_opts == 1
+        # the format saved in the project wins over ilastik's default (compressed hdf5), as in ilastik
+        saved = stored_export_settings(str(fx.project)).get("OutputFormat", "compressed hdf5")
+        assert (ds.compression, ds.compression_opts) == (("gzip", 1) if saved == "compressed hdf5" else (None, None))
         assert ds.attrs["drange"].dtype == np.float32 and ds.attrs["drange"].tolist() == [0.0, 1.0]
         assert ds.attrs["display_mode"] == "grayscale"
         shape = [1 if a in "tc" else n for a, n in zip(fx.reference_axes, ds.shape)]
@@ -103,10 +106,12 @@ def test_segmentation_and_uncertainty_are_derived_exactly(exports, tmp_path, nam
     nick = fx.raw.stem + (f"-{fx.raw_dataset}" if fx.raw_dataset else "")
     ours, attrs = read_h5(tmp_path / f"{nick}_{source}.h5")  # {result_type} keeps the space
     expected = simple_segmentation(probabilities) if source == "Simple Segmentation" else uncertainty(probabilities)
+    saved_dtype = stored_export_settings(str(fx.project)).get("ExportDtype")  # 5t2d2c saved float32
+    expected = expected.astype(saved_dtype or expected.dtype)
     assert ours.dtype == expected.dtype
     np.testing.assert_array_equal(ours, expected)
-    if source == "Simple Segmentation":
-        assert attrs["drange"].dtype == np.uint8 and attrs["drange"].tolist() == [0, 1]  # probabilities' range, cast
+    if source == "Simple Segmentation":  # the probabilities' range, cast
+        assert attrs["drange"].dtype == expected.dtype and attrs["drange"].tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("name", ["ilastik-tests-2d3c-v122", "ilastik-api-3d-1c-v141"])
@@ -136,6 +141,21 @@ def test_features_in_the_projects_channel_order(tmp_path, name):
     np.testing.assert_array_equal(ours, whole)  # blockwise (with halo) = whole image, bit for bit
     assert attrs["display_mode"] == "grayscale"
     assert attrs["drange"].tolist() == [0.0, 255.0]  # the uint8 raw data's range
+
+
+def test_project_saved_settings_are_the_defaults(tmp_path):
+    # 2464's project saved 'hdf5' and '{dataset_dir}/{nickname}_{result_type}'; 5t2d2c's saved 'float32' too
+    fx = FIXTURES["ilastik-api-2d-1c-xy-v140"]
+    assert stored_export_settings(str(fx.project))["OutputFormat"] == "hdf5"
+    import shutil
+
+    shutil.copy(fx.raw, tmp_path / fx.raw.name)
+    r = headless("--project", str(fx.project), str(tmp_path / fx.raw.name))
+    assert r.code == 0, r.err
+    with h5py.File(tmp_path / "Data_1channel_Probabilities.h5") as f:
+        assert f["exported_data"].compression is None and f["exported_data"].shape == (128, 128, 2)
+    r = headless("--project", str(fx.project), "--output_format", "numpy", str(tmp_path / fx.raw.name))
+    assert r.code == 0 and (tmp_path / "Data_1channel_Probabilities.npy").is_file()  # a flag overrides it
 
 
 def test_labels_export_zeros(tmp_path):

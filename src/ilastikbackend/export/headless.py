@@ -5,6 +5,9 @@ ilastik's ``--headless`` would write with the same flags. This module parses the
 decides every output (name, axes, dtype, format) before anything is computed, and runs the exports
 block by block through a compute back end (:class:`ComputeBackend`): a running gateway
 (:class:`GatewayBackend`), or the embedded services of ``ilastikbackend.cli.headless``.
+
+Flags not given take the export settings saved in the project (its "Prediction Export" group, as
+ilastik does), then ilastik's defaults.
 """
 
 from __future__ import annotations
@@ -113,16 +116,16 @@ def build_parser(prog: str = "ilastikbackend headless") -> argparse.ArgumentPars
     )
     il.add_argument(
         "--output_format",
-        default=DEFAULT_OUTPUT_FORMAT,
-        help=f"default '{DEFAULT_OUTPUT_FORMAT}'; one of: {', '.join(FORMATS)}",
+        default=None,
+        help=f"default: the project's saved setting, else '{DEFAULT_OUTPUT_FORMAT}'; one of: {', '.join(FORMATS)}",
     )
     il.add_argument(
         "--output_filename_format",
         default=None,
-        help=f"default {DEFAULT_FILENAME_FORMAT}; placeholders {{dataset_dir}} {{nickname}} "
-        "{result_type} {roi} {x_start} {x_stop} ... {slice_index}",
+        help=f"default: the project's saved setting, else {DEFAULT_FILENAME_FORMAT}; placeholders "
+        "{dataset_dir} {nickname} {result_type} {roi} {x_start} {x_stop} ... {slice_index}",
     )
-    il.add_argument("--output_internal_path", default="exported_data", help="dataset in HDF5/N5 (exported_data)")
+    il.add_argument("--output_internal_path", default=None, help="dataset in HDF5/N5 (project's, else exported_data)")
     il.add_argument("--export_dtype", default=None, choices=EXPORT_DTYPES)
     il.add_argument("--pipeline_result_drange", default=None, help="e.g. '(0.0, 1.0)'; normalise with --export_drange")
     il.add_argument("--export_drange", default=None, help="e.g. '(0, 255)'")
@@ -186,15 +189,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.inputs = list(args.raw_data or args.files)
     if not args.inputs:
         raise HeadlessError("no input files: give FILE... or --raw_data FILE...")
+    if args.export_drange and not args.pipeline_result_drange:
+        raise HeadlessError("--export_drange needs --pipeline_result_drange (the range it maps from)")
+    args.project = os.path.expanduser(args.project)
+    args.filename_given = args.output_filename_format is not None
+    _apply_stored_settings(args, stored_export_settings(args.project))
     try:
         args.source = export_source(args.export_source)
         format_spec(args.output_format)
         args.conversion = Conversion(
             args.export_dtype,
-            parse_range(args.pipeline_result_drange, "--pipeline_result_drange")
-            if args.pipeline_result_drange
-            else None,
-            parse_range(args.export_drange, "--export_drange") if args.export_drange else None,
+            _range(args.pipeline_result_drange, "--pipeline_result_drange"),
+            _range(args.export_drange, "--export_drange"),
         )
         if args.output_axis_order is not None:
             order = args.output_axis_order.lower()
@@ -202,16 +208,85 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                 raise HeadlessError(f"--output_axis_order must use t, x, y, z, c once each, got {order!r}")
             args.output_axis_order = order
         if args.input_axes is not None:
-            args.input_axes = None if args.input_axes.strip() == "None" else parse_axiskeys(args.input_axes)
-        args.cutout = parse_cutout(args.cutout_subregion) if args.cutout_subregion else None
+            # one value per role (Raw Data, Prediction Mask), comma-separated; "None" keeps the default
+            raw_axes, *others = [a.strip() for a in args.input_axes.split(",")]
+            if any(o not in ("", "None") for o in others):
+                raise HeadlessError("--input_axes for a second role: prediction masks are not supported yet")
+            args.input_axes = None if raw_axes in ("", "None") else parse_axiskeys(raw_axes)
+        if args.cutout is None and args.cutout_subregion:
+            args.cutout = parse_cutout(args.cutout_subregion)
     except (ValueError, FormatMismatch, ConversionError, AxesError) as err:
         raise HeadlessError(str(err)) from err
     if args.stack_along.lower() not in ("t", "z", "y", "x", "c"):
         raise HeadlessError(f"--stack_along must be one of t, z, y, x, c; got {args.stack_along!r}")
-    args.project = os.path.expanduser(args.project)
     if args.parallel is None:
         args.parallel = 2 * max(1, args.workers)
     return args
+
+
+def _range(value, option: str):
+    if value is None or isinstance(value, tuple):
+        return value
+    return parse_range(value, option)
+
+
+#: The group where ilastik's Pixel Classification keeps its export settings in the .ilp.
+STORED_SETTINGS_GROUP = "Prediction Export"
+
+
+def stored_export_settings(project_path: str) -> dict:
+    """Export settings saved in the project (``dataExportSerializer``): ilastik's defaults for the flags.
+
+    ilastik saves a setting once it was changed in its GUI; command-line flags override them.
+    Returns ``{slot name: value}``; empty when the project has none (or cannot be read: the project
+    check reports that).
+    """
+    import h5py
+
+    try:
+        f = h5py.File(project_path, "r")
+    except OSError:
+        return {}
+    out = {}
+    with f:
+        group = f.get(STORED_SETTINGS_GROUP)
+        if not isinstance(group, h5py.Group):
+            return {}
+        for name, item in group.items():
+            if not isinstance(item, h5py.Dataset):
+                continue
+            value = item[()]
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", errors="replace")
+            elif isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[name] = value
+    return out
+
+
+def _apply_stored_settings(args: argparse.Namespace, stored: dict) -> None:
+    """Fill the flags not given from the project's saved settings, then from ilastik's defaults."""
+    args.stored_settings = stored
+    args.output_format = args.output_format or stored.get("OutputFormat") or DEFAULT_OUTPUT_FORMAT
+    args.output_filename_format = args.output_filename_format or stored.get("OutputFilenameFormat") or None
+    args.output_internal_path = args.output_internal_path or stored.get("OutputInternalPath") or "exported_data"
+    dtype = stored.get("ExportDtype")
+    if args.export_dtype is None and isinstance(dtype, str) and dtype:
+        args.export_dtype = np.dtype(dtype.replace("<class 'numpy.", "").rstrip("'>")).name
+    if args.pipeline_result_drange is None and "InputMin" in stored and "InputMax" in stored:
+        args.pipeline_result_drange = (stored["InputMin"], stored["InputMax"])
+    if args.export_drange is None and "ExportMin" in stored and "ExportMax" in stored:
+        args.export_drange = (stored["ExportMin"], stored["ExportMax"])
+    if args.output_axis_order is None and stored.get("OutputAxisOrder"):
+        args.output_axis_order = stored["OutputAxisOrder"]
+    args.cutout = None
+    if args.cutout_subregion is None and "RegionStart" in stored and "RegionStop" in stored:
+        args.cutout = (
+            [None if v == -1 else int(v) for v in stored["RegionStart"]],
+            [None if v == -1 else int(v) for v in stored["RegionStop"]],
+        )
 
 
 def parse_cutout(text: str) -> tuple[list, list]:
@@ -409,7 +484,8 @@ def output_path(args, lane: Lane, source_name: str, fmt_spec, begin, end) -> tup
         raise HeadlessError(f"--output_filename_format: {err}") from err
     path = format_known_keys(path, second, strict=False)
     internal = format_known_keys(internal, second, strict=False)
-    base = os.getcwd() if args.output_filename_format else os.path.dirname(os.path.abspath(args.project))
+    # given on the command line: relative to the working directory; from the project: to its folder
+    base = os.getcwd() if args.filename_given else os.path.dirname(os.path.abspath(args.project))
     path = os.path.normpath(os.path.join(base, path))
     path = replace_extension(path, fmt_spec.extension)
     return path, internal.strip("/") if fmt_spec.container else ""

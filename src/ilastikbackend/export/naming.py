@@ -105,6 +105,8 @@ def expand_input(path: str, cwd: str | None = None) -> list[tuple[str, str]]:
     ilastik takes ``a.h5/data``, ``"slices/*.png"`` (one stacked lane), ``a.png:b.png`` (a stack too).
     """
     cwd = cwd or os.getcwd()
+    if "://" in path:
+        raise NamingError(f"{path}: URL inputs are not supported; give a local file")
     found: list[tuple[str, str]] = []
     for part in path.split(os.pathsep):
         if not part:
