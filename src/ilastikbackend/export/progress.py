@@ -31,9 +31,11 @@ class Progress:
         self._start = time.monotonic()
         self._shown = 0.0
         self._computed_blocks = 0
+        self._tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+        self._last_tenth = -1
 
     def start_file(self, index: int, name: str, blocks: int, already_done: int) -> None:
-        self._file, self._name = index, name
+        self._file, self._name, self._last_tenth = index, name, -1
         self._file_total, self._file_done = max(blocks, 1), already_done
         self.done_all += already_done
         self._show(force=True)
@@ -46,8 +48,8 @@ class Progress:
         self._show()
 
     def finish_file(self) -> None:
-        self._show(force=True)
-        if self.stream is not None:
+        if self.stream is not None and self._tty:
+            self._show(force=True)
             self.stream.write("\n")
             self.stream.flush()
 
@@ -59,7 +61,12 @@ class Progress:
         if self.stream is None:
             return
         now = time.monotonic()
-        if not force and now - self._shown < 0.2:
+        if not self._tty:  # a log file: one line per tenth of a file, no carriage returns
+            tenth = int(10 * self._file_done / self._file_total)
+            if tenth == self._last_tenth:
+                return
+            self._last_tenth = tenth
+        elif not force and now - self._shown < 0.2:
             return
         self._shown = now
         elapsed = max(now - self._start, 1e-9)
@@ -67,8 +74,10 @@ class Progress:
         per_block = elapsed / self._computed_blocks if self._computed_blocks else 0.0
         left = per_block * (self.total - self.done_all)
         self.stream.write(
-            f"\r[{self._file}/{self.files} {self._name[-30:]}] [{self._bar(self._file_done, self._file_total, 20)}] "
+            ("\r" if self._tty else "")
+            + f"[{self._file}/{self.files} {self._name[-30:]}] [{self._bar(self._file_done, self._file_total, 20)}] "
             f"{self._file_done}/{self._file_total} blocks | all [{self._bar(self.done_all, self.total, 10)}] "
             f"{self.done_all}/{self.total} | {rate / 1e6:.2f} Mvoxel/s, {left:.0f} s left "
+            + ("" if self._tty else "\n")
         )
         self.stream.flush()
