@@ -58,10 +58,10 @@ def _kill_midway(argv, done_file: str, at_least: int, timeout: float = 120) -> i
     return done
 
 
-@pytest.mark.parametrize("fmt", ["compressed hdf5", "multipage tiff"])
+@pytest.mark.parametrize("fmt", ["compressed hdf5", "multipage tiff", "multi-scale OME-Zarr"])
 def test_killed_run_resumes_where_it_stopped(big_input, tmp_path, fmt):
     raw, expected = big_input
-    ext = "h5" if "hdf5" in fmt else "tiff"
+    ext = {"compressed hdf5": "h5", "multipage tiff": "tiff", "multi-scale OME-Zarr": "zarr"}[fmt]
     out = tmp_path / f"out.{ext}"
     argv = ["--project", str(FX.project), "--output_format", fmt, "--output_filename_format", str(tmp_path / "out"),
             "--blocksize", str(BLOCK), "--workers", "1", "--parallel", "1", f"{raw}/data"]  # fmt: skip
@@ -76,7 +76,16 @@ def test_killed_run_resumes_where_it_stopped(big_input, tmp_path, fmt):
     computed = 100 - done_before
     assert f"computed {computed} of 100 blocks, {done_before} done by an earlier run" in r.stdout
     assert not os.path.exists(partial)
-    data = h5py.File(out)["exported_data"][()] if ext == "h5" else np.moveaxis(tifffile.imread(out), 0, -1)
+    if ext == "h5":
+        data = h5py.File(out)["exported_data"][()]
+    elif ext == "tiff":
+        data = np.moveaxis(tifffile.imread(out), 0, -1)
+    else:
+        import zarr
+
+        group = zarr.open_group(str(out), mode="r")
+        data = np.moveaxis(group["s0"][0, :, 0], 0, -1)
+        assert [d["path"] for d in group.attrs["multiscales"][0]["datasets"]] == ["s0", "s1"]
     np.testing.assert_array_equal(data.reshape(expected.shape), expected)
 
 
