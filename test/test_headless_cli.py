@@ -443,3 +443,18 @@ def test_settings_saved_in_the_project_apply_unless_flags_override(data_dir, tmp
                  "--output_filename_format", str(tmp_path / "flags"), f"{data_dir}/2d3c.h5/data")  # fmt: skip
     assert r.code == 0, r.err
     np.testing.assert_array_equal(np.load(tmp_path / "flags.npy"), full * np.float32(255))  # saved ranges still apply
+
+
+def test_inputs_sharing_an_output(data_dir, tmp_path):
+    argv = [
+        "--project",
+        PROJECT,
+        "--output_filename_format",
+        str(tmp_path / "same"),
+        str(data_dir / "2d3c.h5"),
+        f"{data_dir}/2d3c.h5/data",
+    ]
+    with pytest.warns(UserWarning, match="the last input wins"):
+        assert headless(*argv).code == 0
+    r = headless(*argv, "--output_format", "single-scale OME-Zarr")
+    assert r.code == 2 and "both write" in r.err and not (tmp_path / "same.zarr").exists()

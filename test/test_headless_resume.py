@@ -52,8 +52,9 @@ def _kill_midway(argv, done_file: str, at_least: int, timeout: float = 120) -> i
         else:
             pytest.fail(f"only {done} blocks done after {timeout} s")
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     return done
 
@@ -65,7 +66,7 @@ def test_killed_run_resumes_where_it_stopped(big_input, tmp_path, fmt):
     out = tmp_path / f"out.{ext}"
     argv = ["--project", str(FX.project), "--output_format", fmt, "--output_filename_format", str(tmp_path / "out"),
             "--blocksize", str(BLOCK), "--workers", "1", "--parallel", "1", f"{raw}/data"]  # fmt: skip
-    partial = f"{out}.ilastikbackend-partial"
+    partial = f"{out}-exported_data.ilastikbackend-partial" if ext == "h5" else f"{out}.ilastikbackend-partial"
     killed_at = _kill_midway(argv, os.path.join(partial, "done.bin"), at_least=15)
     assert os.path.isdir(partial)
     done_before = int(np.count_nonzero(np.fromfile(os.path.join(partial, "done.bin"), np.uint8)))
@@ -93,7 +94,7 @@ def test_changed_flags_start_afresh(big_input, tmp_path):
     raw, expected = big_input
     argv = ["--project", str(FX.project), "--output_format", "hdf5", "--output_filename_format", str(tmp_path / "o"),
             "--blocksize", str(BLOCK), "--workers", "1", "--parallel", "1", f"{raw}/data"]  # fmt: skip
-    _kill_midway(argv, f"{tmp_path / 'o.h5'}.ilastikbackend-partial/done.bin", at_least=5)
+    _kill_midway(argv, f"{tmp_path / 'o.h5'}-exported_data.ilastikbackend-partial/done.bin", at_least=5)
     # another cutout: the record does not match, nothing is reused
     r = headless_process(*argv, "--cutout_subregion", "[(0,0,0),(128,128,2)]")
     assert r.returncode == 0, r.stderr

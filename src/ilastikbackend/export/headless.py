@@ -544,7 +544,7 @@ def plan_lane(args, project, backend: ComputeBackend, path: str, index: int) -> 
         raise HeadlessError(f"{path}: {err}") from err
     block_shape = backend.block_shape(lane)
     units = plan_units(lane, begin, end, block_shape)
-    record = ResumeRecord(file_path)
+    record = ResumeRecord(file_path + (f"-{internal.replace('/', '-')}" if internal else ""))
     refusal = writer.preexisting_error()
     if refusal and not record.exists():
         raise HeadlessError(refusal)
@@ -581,6 +581,21 @@ def plan_lane(args, project, backend: ComputeBackend, path: str, index: int) -> 
     )
 
 
+def _check_shared_outputs(jobs: list[LaneJob]) -> None:
+    """Inputs that would write the same output (no ``{nickname}`` in the name): ilastik lets the last one win
+    (HDF5) or fails on the second (OME-Zarr). We fail before computing for formats that never overwrite, and
+    say so for the others."""
+    seen: dict[str, str] = {}
+    for job in jobs:
+        shown, source = job.extra["shown"], job.lane.paths[0]
+        if shown in seen:
+            message = f"{seen[shown]} and {source} both write {shown}; put {{nickname}} in --output_filename_format"
+            if not job.writer.overwrites:
+                raise HeadlessError(message)
+            warnings.warn(f"{message} (the last input wins, as in ilastik)", stacklevel=2)
+        seen[shown] = source
+
+
 def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=None, out=None) -> list[str]:
     """Plan every input (failing before computing anything), then export them one after the other.
 
@@ -593,6 +608,7 @@ def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=No
             jobs.append(plan_lane(args, project, backend, path, i))
     except (InputError, AxesError, ConversionError) as err:
         raise HeadlessError(str(err)) from err
+    _check_shared_outputs(jobs)
     progress = Progress(sum(len(j.units) for j in jobs), len(jobs), None if args.quiet else stream)
     written = []
     for job in jobs:

@@ -134,6 +134,8 @@ class Writer(ABC):
 
     accepts: Accepts = Accepts()
     random_access: bool = True
+    #: Whether an existing output is replaced (False: the format refuses, as ilastik's OME-Zarr export does).
+    overwrites: bool = True
 
     def __init__(self, fmt: str, spec: OutputSpec):
         self.fmt = fmt

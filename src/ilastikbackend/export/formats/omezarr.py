@@ -111,6 +111,7 @@ class OmeZarrWriter(Writer):
     """The four OME-Zarr formats: NGFF 0.4 (Zarr v2, ilastik's layout) or 0.5 (Zarr v3, sharded)."""
 
     accepts = Accepts(dtypes=("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64"))
+    overwrites = False
 
     def __init__(self, fmt: str, spec: OutputSpec, *, version: str, multiscale: bool):
         super().__init__(fmt, spec)
