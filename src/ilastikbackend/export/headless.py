@@ -88,7 +88,8 @@ def build_parser(prog: str = "ilastikbackend headless") -> argparse.ArgumentPars
         "files",
         nargs="*",
         metavar="FILE",
-        help="inputs: files, file.h5/internal/path, quoted globs or a:b lists (stacked); one output each",
+        help="inputs (file, file.h5/internal/path): one output each; a quoted glob or an a:b list is one input, "
+        "stacked along --stack_along",
     )
     il = p.add_argument_group("ilastik's flags")
     il.add_argument("--project", required=True, help="the trained .ilp")

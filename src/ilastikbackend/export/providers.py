@@ -90,6 +90,7 @@ class GatewayProvider(BlockProvider):
         self._local = threading.local()
         self._sessions: list = []
         self._sessions_lock = threading.Lock()
+        self._serves: dict[str, bool] = {}
         try:
             info = requests.get(f"{self.url}/prediction/info", timeout=60)
             info.raise_for_status()
@@ -119,7 +120,23 @@ class GatewayProvider(BlockProvider):
         self._local = threading.local()
 
     def serves(self, kind: str) -> bool:
-        return f"/{ENDPOINTS[kind]}/{{format}}/roi" in self.paths or kind == "probabilities"
+        """Whether the gateway has ``/<endpoint>/<format>/roi`` for ``kind`` (from its OpenAPI document, else by
+        asking for one pixel: an unknown route answers 404)."""
+        endpoint = ENDPOINTS[kind]
+        if kind == "probabilities":
+            return True
+        if kind not in self._serves:
+            if self.paths:
+                self._serves[kind] = any(p.startswith(f"/{endpoint}/") and p.endswith("/roi") for p in self.paths)
+            else:
+                ndim = len(self.info.get("dataset_shape", ())) or 2
+                query = f"extents_min={'_'.join(['0'] * ndim)}&extents_max={'_'.join(['1'] * ndim)}"
+                try:
+                    r = self._session().get(f"{self.url}/{endpoint}/npy/roi?{query}", timeout=600)
+                    self._serves[kind] = r.status_code != 404
+                except Exception:  # unreachable now: the export will say so on its first block
+                    self._serves[kind] = False
+        return self._serves[kind]
 
     def unsupported(self, kind: str) -> str | None:
         if kind == "features" and not self.serves("features"):
