@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from ilastikbackend.cli.export import export_main
+from ilastikbackend.cli.headless import headless_main
 from ilastikbackend.cli.services import (
     dataprovider_main,
     demo_main,
@@ -15,11 +16,11 @@ from ilastikbackend.cli.services import (
     worker_main,
 )
 
-__all__ = ["main", "COMMANDS", "dataprovider_main", "demo_main", "export_main", "gateway_main",
+__all__ = ["main", "COMMANDS", "dataprovider_main", "demo_main", "export_main", "gateway_main", "headless_main",
            "pixelclassification_main", "serve_main", "worker_main"]  # fmt: skip
 
 COMMANDS = {
-    "serve": serve_main,
+    "serve": serve_main, "headless": headless_main,
     "export": export_main, "demo": demo_main, "dataprovider": dataprovider_main,
     "pixelclassification": pixelclassification_main, "gateway": gateway_main, "worker": worker_main,
 }  # fmt: skip

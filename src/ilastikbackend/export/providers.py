@@ -1,0 +1,194 @@
+"""Where exported blocks come from: a running gateway over HTTP (the services' block workers).
+
+``GET {gateway}/prediction/npy/roi?extents_min=..&extents_max=..`` answers the probabilities of a region;
+``/segmentation/<fmt>/roi``, ``/uncertainty/<fmt>/roi`` and ``/features/<fmt>/roi`` take the same region
+(with a leading ``t`` coordinate when the dataset is a time series). Where a gateway lacks the
+segmentation or uncertainty endpoint, they are derived here from the probability blocks, exactly as the
+services derive them; features need their endpoint (or the embedded back end, which computes them
+through the project's classifier, see ``ilastikbackend.cli.headless``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from ilastikbackend.export.sources import simple_segmentation, uncertainty
+
+ENDPOINTS = {
+    "probabilities": "prediction",
+    "segmentation": "segmentation",
+    "uncertainty": "uncertainty",
+    "features": "features",
+}
+DERIVED = {"segmentation": simple_segmentation, "uncertainty": uncertainty}
+
+
+class ProviderError(RuntimeError):
+    """Blocks could not be had; the message says from where and why."""
+
+
+class BlockProvider(ABC):
+    """Computes export blocks of one dataset.
+
+    Attributes
+    ----------
+    block_shape : tuple of int
+        The spatial blocking of the workers: exports ask for (parts of) these blocks.
+    """
+
+    block_shape: tuple[int, ...]
+
+    @abstractmethod
+    def fetch(self, kind: str, t: int, begin: Sequence[int], end: Sequence[int]) -> np.ndarray:
+        """``kind`` (probabilities, segmentation, uncertainty, features) of time point ``t``, spatial region
+        ``[begin, end)``, as ``(*spatial, channels)``."""
+
+    def unsupported(self, kind: str) -> str | None:
+        """Why ``kind`` cannot be had from here (None: it can)."""
+        return None
+
+    @contextlib.contextmanager
+    def time_point(self, t: int) -> Iterator[None]:
+        """Scope in which blocks of time point ``t`` are fetched (one time point at a time)."""
+        yield
+
+    def fingerprint(self) -> dict:
+        """What the numbers depend on besides the project and the data (feature engine...)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def _decode_npy(body: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(body), allow_pickle=False)
+
+
+class GatewayProvider(BlockProvider):
+    """Blocks from a gateway (``--gateway URL``, or the private one of the embedded back end).
+
+    Parameters
+    ----------
+    url : str
+        The gateway's base URL.
+    time_axis : bool
+        Whether regions carry a leading ``t`` coordinate (a time series served as one dataset).
+    """
+
+    def __init__(self, url: str, *, time_axis: bool = False, timeout: float = 3600.0):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.time_axis = time_axis
+        self.timeout = timeout
+        self._local = threading.local()
+        self._sessions: list = []
+        self._sessions_lock = threading.Lock()
+        self._serves: dict[str, bool] = {}
+        try:
+            info = requests.get(f"{self.url}/prediction/info", timeout=60)
+            info.raise_for_status()
+            self.info = info.json()
+            spec = requests.get(f"{self.url}/openapi.json", timeout=60)
+            self.paths = set(spec.json().get("paths", {})) if spec.status_code == 200 else set()
+        except (requests.RequestException, ValueError) as err:
+            raise ProviderError(f"cannot reach the gateway at {self.url}: {err}") from err
+        self.block_shape = tuple(int(n) for n in self.info["block_shape"])
+
+    def _session(self):
+        import requests
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        """Close the connections of every thread that used this provider."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    def serves(self, kind: str) -> bool:
+        """Whether the gateway has ``/<endpoint>/<format>/roi`` for ``kind`` (from its OpenAPI document, else by
+        asking for one pixel: an unknown route answers 404)."""
+        endpoint = ENDPOINTS[kind]
+        if kind == "probabilities":
+            return True
+        if kind not in self._serves:
+            if self.paths:
+                self._serves[kind] = any(p.startswith(f"/{endpoint}/") and p.endswith("/roi") for p in self.paths)
+            else:
+                ndim = len(self.info.get("dataset_shape", ())) or 2
+                query = f"extents_min={'_'.join(['0'] * ndim)}&extents_max={'_'.join(['1'] * ndim)}"
+                try:
+                    r = self._session().get(f"{self.url}/{endpoint}/npy/roi?{query}", timeout=600)
+                    self._serves[kind] = r.status_code != 404
+                except Exception:  # unreachable now: the export will say so on its first block
+                    self._serves[kind] = False
+        return self._serves[kind]
+
+    def unsupported(self, kind: str) -> str | None:
+        if kind == "features" and not self.serves("features"):
+            return (
+                f"the gateway at {self.url} does not serve features (GET /features/<format>/roi); "
+                "export Features without --gateway (computed embedded)"
+            )
+        return None
+
+    def fingerprint(self) -> dict:
+        return {"feature_engine": self.info.get("feature_engine"), "project": self.info.get("project_hash")}
+
+    def _get(self, endpoint: str, t: int, begin, end) -> np.ndarray:
+        import requests
+
+        lo, hi = [int(b) for b in begin], [int(e) for e in end]
+        if self.time_axis:
+            lo, hi = [int(t)] + lo, [int(t) + 1] + hi
+        query = f"extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
+        url = f"{self.url}/{endpoint}/npy/roi?{query}"
+        try:
+            r = self._session().get(url, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise ProviderError(f"gateway unreachable for {url}: {err}") from err
+        if r.status_code != 200:
+            raise ProviderError(f"gateway answered {r.status_code} for {url}: {r.text[:300]}")
+        data = _decode_npy(r.content)
+        if self.time_axis and data.ndim == len(lo) + 1:
+            data = data[0]
+        return data
+
+    def fetch(self, kind, t, begin, end):
+        if kind in DERIVED and not self.serves(kind):
+            return DERIVED[kind](self._get("prediction", t, begin, end))
+        return self._get(ENDPOINTS[kind], t, begin, end)
+
+    def raw(self, t: int, begin, end) -> np.ndarray:
+        """The raw data of a region as the gateway's data provider serves it (to check it is our file)."""
+        import requests
+
+        lo, hi = [int(b) for b in begin], [int(e) for e in end]
+        if self.time_axis:
+            lo, hi = [int(t)] + lo, [int(t) + 1] + hi
+        url = f"{self.url}/raw/raw/roi?extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
+        try:
+            r = self._session().get(url, timeout=120)
+        except requests.RequestException as err:
+            raise ProviderError(f"gateway unreachable for {url}: {err}") from err
+        if r.status_code != 200:
+            raise ProviderError(f"gateway answered {r.status_code} for {url}: {r.text[:300]}")
+        shape = tuple(int(s) for s in r.headers["X-Shape"].split("_"))
+        data = np.frombuffer(r.content, dtype=np.dtype(r.headers["X-Dtype"])).reshape(shape)
+        if self.time_axis and data.ndim == len(lo) + 1:
+            data = data[0]
+        return data
