@@ -13,6 +13,9 @@ import pytest
 import requests
 from PIL import Image
 
+from ilastikbackend.core import PixelClassifier, load_project
+from ilastikbackend.core.derived import uncertainty
+
 neuroglancer = pytest.importorskip("neuroglancer", reason="a test dependency: pip install -e '.[neuroglancer]'")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SIZE = 800
@@ -78,6 +81,7 @@ def test_client_shows_raw_probabilities_and_segmentation(embedded_seed_stack, ex
         "segmentation": colors[np.argmax(expected, -1)],
         "prediction": np.tensordot(expected.astype(float), colors, axes=([-1], [0])),
         "raw": np.repeat(seed_raw[..., None], 3, -1).astype(float),
+        "uncertainty": np.repeat(np.clip(uncertainty(expected), 0, 1) * 255, 3, -1).astype(float),
     }
     for layer, want in wants.items():
         img = shot(client_viewer, sources, layer)
@@ -97,6 +101,18 @@ def test_gateway_links_to_the_packaged_client(embedded_seed_stack):
     assert page.status_code == 200 and "<script" in page.text and "neuroglancer" in page.text
     script = page.text.split('src="')[-1].split('"')[0]
     assert requests.get(r.headers["Location"] + script).status_code == 200
+
+
+def test_uncertainty_and_features_sources(embedded_seed_stack, expected, seed_project_path, seed_raw):
+    sources = requests.get(f"{embedded_seed_stack.gateway_url}/neuroglancer").json()
+    feats = PixelClassifier(load_project(seed_project_path)).features(seed_raw)
+    info = requests.get(sources["features"].removeprefix("precomputed://") + "/info").json()
+    assert info["num_channels"] == feats.shape[-1] == 33 and info["data_type"] == "float32"
+    body = requests.get(sources["features"].removeprefix("precomputed://") + "/s0/0-64_64-128_0-1").content
+    got = np.frombuffer(body, "<f4").reshape(33, 64, 64)  # channel, y, x (x fastest)
+    np.testing.assert_array_equal(np.moveaxis(got, 0, -1), feats[64:128, 0:64])
+    body = requests.get(sources["uncertainty"].removeprefix("precomputed://") + "/s0/0-64_0-64_0-1").content
+    np.testing.assert_array_equal(np.frombuffer(body, "<f4").reshape(64, 64), uncertainty(expected[:64, :64])[..., 0])
 
 
 def test_precomputed_scales_and_segmentation_info(embedded_seed_stack, expected, seed_raw):

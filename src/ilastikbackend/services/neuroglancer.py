@@ -1,4 +1,5 @@
-"""neuroglancer "precomputed" sources of the raw data, the predictions and the segmentation, served by the gateway.
+"""neuroglancer "precomputed" sources of the raw data and of ilastik's four export sources (probabilities,
+segmentation, uncertainty, features), served by the gateway.
 
 Sources live under ``/neuroglancer/<key>/<layer>/`` where the key names the dataset (raw) or the
 project's content hash and the dataset (prediction, segmentation): a changed project gets a new URL,
@@ -32,15 +33,17 @@ import urllib.parse
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
+from ilastikbackend.core.derived import uncertainty
 from ilastikbackend.errors import ApiError, quote_input
 from ilastikbackend.roi import Roi, parse_int
+from ilastikbackend.services.blocks import FEATURES
 from ilastikbackend.services.openapi import json_response, operation
 
 bp = Blueprint("neuroglancer", __name__)
 CHUNK = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
 SCALE = re.compile(r"^s(\d+)$")
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
-LAYERS = ("raw", "prediction", "segmentation")
+LAYERS = ("raw", "prediction", "segmentation", "uncertainty", "features")
 NG_PATH = {
     "key": {"description": "source key (see /neuroglancer)"},
     "layer": {"schema": {"type": "string", "enum": list(LAYERS)}},
@@ -60,7 +63,7 @@ def keys(setup, t: int | None = None) -> dict[str, str]:
     """Source keys; a time series has one source per time point (precomputed volumes have no t axis)."""
     suffix = f"-t{t or 0}" if setup.time_points is not None else ""
     prediction = f"p{setup.project_hash[:16]}-{setup.feature_engine}-{setup.dataset_id}{suffix}"
-    return {"raw": f"d{setup.dataset_id}{suffix}", "prediction": prediction, "segmentation": prediction}
+    return {"raw": f"d{setup.dataset_id}{suffix}", **{layer: prediction for layer in LAYERS[1:]}}
 
 
 def _layer(key: str, layer: str):
@@ -95,7 +98,7 @@ def segmentation_dtype(num_classes: int) -> np.dtype:
 
 
 def _dtype(layer: str, num_classes: int) -> str:
-    if layer == "prediction":
+    if layer in ("prediction", "uncertainty", "features"):
         return "float32"
     if layer == "segmentation":
         return segmentation_dtype(num_classes).name
@@ -166,6 +169,9 @@ def viewer_state(setup, info: dict, base: str, t: int | None = None) -> dict:
             {"type": "segmentation", "name": "segmentation", "source": urls["segmentation"], "visible": False,
              "segments": [str(k + 1) for k in range(n)],
              "segmentColors": {str(k + 1): _hex(c) for k, c in enumerate(colors)}},
+            {"type": "image", "name": "uncertainty", "source": urls["uncertainty"], "visible": False,
+             "shader": "void main() {\n  emitGrayscale(getDataValue());\n}\n"},
+            {"type": "image", "name": "features", "source": urls["features"], "visible": False},
         ],
         "layout": "xy" if len(setup.dataset_shape) == 2 else "4panel",
     }  # fmt: skip
@@ -220,7 +226,8 @@ def _time_point(setup) -> int | None:
 def source_info(key: str, layer: str):
     predictor, _, _ = _layer(key, layer)
     setup = predictor.setup
-    channels = {"prediction": setup.num_classes, "segmentation": 1}.get(layer) or int(_state().dataset()["channels"])
+    channels = {"prediction": setup.num_classes, "segmentation": 1, "uncertainty": 1,
+                "features": setup.num_features}.get(layer) or int(_state().dataset()["channels"])  # fmt: skip
     chunk = _xyz(setup.block_shape)
     levels = []
     for k, (factors, shape) in enumerate(scales(setup.dataset_shape, setup.block_shape)):
@@ -269,14 +276,17 @@ def chunk(key: str, layer: str, scale: str, chunk: str):
             return (data[..., np.newaxis] if data.ndim == len(shape) else data).astype(dtype, copy=False)
 
     else:
+        blocks = predictor.sibling(FEATURES) if layer == "features" else predictor
 
         def read(roi: Roi) -> np.ndarray:
-            data = predictor.roi(_at(roi, t))
+            data = blocks.roi(_at(roi, t))
             return data[0] if t is not None else data
 
     data = read_subsampled(read, begin, end, factors)
     if layer == "segmentation":
         data = (np.argmax(data, axis=-1) + 1).astype(segmentation_dtype(setup.num_classes))[..., np.newaxis]
+    elif layer == "uncertainty":
+        data = uncertainty(data)
     if len(shape) == 2:
         data = data[np.newaxis]
     # neuroglancer's raw encoding: x fastest, then y, z, channel, little endian
