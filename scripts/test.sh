@@ -24,8 +24,8 @@ if ! rabbitmqctl -q status >/dev/null 2>&1; then
   for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
 fi
 
-# Exactly the pinned versions (requirements.lock, with hashes), then the package itself, editable.
-python3 -m pip install -q -r requirements.lock
+# Exactly the pinned versions (requirements-dev.lock, with hashes), then the package itself, editable.
+python3 -m pip install -q -r requirements-dev.lock
 python3 -m pip install -q --no-deps --no-build-isolation -e .
 
 # volumina (ilastik's viewer, not on PyPI) from its source archive, for the volumina screenshot tests (cached)
