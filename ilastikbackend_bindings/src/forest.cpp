@@ -420,19 +420,22 @@ void route_block(const Forest& forest, std::size_t tree, const forest_kernels::K
             ws.stack.push_back({static_cast<std::int32_t>(node), begin, end, in_b});
         }
     };
-    for (int i = 0; i < rows; ++i) a[i] = i;
-    arrive(0, 0, rows, false);
+    const std::uint32_t root = static_cast<std::uint32_t>(nodes[0] >> 32);
+    if (!(root & Forest::kLeafFlag) && rows >= kMinPartitionRows) {
+        ws.stack.push_back({0, 0, rows, false});  // rows 0, 1, .., rows - 1: no list needed yet
+    } else {
+        for (int i = 0; i < rows; ++i) a[i] = i;
+        arrive(0, 0, rows, false);
+    }
     while (!ws.stack.empty()) {
         const Ensemble::Workspace::Pending p = ws.stack.back();
         ws.stack.pop_back();
         const std::uint64_t nd = nodes[p.node];
         const std::uint32_t packed = static_cast<std::uint32_t>(nd >> 32);
         const float* column = block.columns + (static_cast<std::size_t>(packed & fmask) << block.log_stride);
-        const std::int32_t* src = (p.in_b ? b : a) + p.begin;
+        const std::int32_t* src = p.node == 0 ? nullptr : (p.in_b ? b : a) + p.begin;
         std::int32_t* dst = (p.in_b ? a : b) + p.begin;
-        const int n = p.end - p.begin;
-        const int nl = k.partition(src, n, column, bits_float(static_cast<std::uint32_t>(nd)), dst, ws.right.data());
-        std::memcpy(dst + nl, ws.right.data(), sizeof(std::int32_t) * static_cast<std::size_t>(n - nl));
+        const int nl = k.partition(src, p.end - p.begin, column, bits_float(static_cast<std::uint32_t>(nd)), dst);
         const std::uint32_t left = packed >> fb;
         arrive(left + 1, p.begin + nl, p.end, !p.in_b);
         arrive(left, p.begin, p.begin + nl, !p.in_b);  // pushed last: partitioned next, while its rows are warm
@@ -460,7 +463,7 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
     ws.acc.resize(S * static_cast<std::size_t>(K));
     ws.total.resize(S);
     ws.has_nan.resize(S);
-    for (auto* v : {&ws.rows_a, &ws.rows_b, &ws.right, &ws.straggler_rows, &ws.straggler_nodes, &ws.leaf_of_row, &ws.pair_rows,
+    for (auto* v : {&ws.rows_a, &ws.rows_b, &ws.straggler_rows, &ws.straggler_nodes, &ws.leaf_of_row, &ws.pair_rows,
                     &ws.pair_leaves})
         v->assign(S + 16, 0);
     const forest_kernels::Block block{ws.columns.data(), log_stride};

@@ -23,12 +23,11 @@ struct Block {
 };
 
 // Routes rows[0, n) (row numbers within the block) at a split on `column` (the block's
-// column of the split's feature) at `threshold`. Writes the rows going left to left[0, nl)
-// and those going right to right[0, n - nl), each side in any order, and returns nl.
-// left has room for exactly n values and must not be written past left[n - 1]; right may be
-// written up to right[n + 15].
-using PartitionFn = int (*)(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* left,
-                            std::int32_t* right);
+// column of the split's feature) at `threshold`: writes the rows going left to dst[0, nl) and
+// those going right to dst[nl, n), each side in any order, and returns nl. dst has room for
+// exactly n values and must not be written past dst[n - 1]. rows == nullptr stands for the
+// rows 0, 1, .., n - 1 (the root of a tree: the column is read in order, not gathered).
+using PartitionFn = int (*)(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* dst);
 
 // Walks row rows[i] from node starts[i] of a tree (see Forest::tree_nodes) down to its leaf,
 // for i < n, and hands out the n pairs (row, leaf index) as pair_rows[j], pair_leaves[j], in

@@ -47,29 +47,51 @@ __m256i lanes(const Table& table, unsigned mask) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(table.entry[mask])));
 }
 
-int partition(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* left, std::int32_t* right) {
+// Left rows are packed forward from dst[0], right rows backward from dst[n]. In the vector
+// loop nl + nr = i and i + 8 <= n, so the full store at dst + nl never reaches the right rows;
+// the scalar tail writes every row to both ends, and the later rows overwrite what is not theirs.
+template <bool kInOrder>
+int partition_rows(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* dst) {
     const __m256 t = _mm256_set1_ps(threshold);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // A gather merges into its destination register, so it waits for that register's last
+    // writer; GCC may pick one written late in the previous iteration. Opaque zero and mask
+    // operands make it copy a fresh register instead.
+    __m256 zero = _mm256_setzero_ps();
+    __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    __asm__("" : "+x"(zero), "+x"(all));
     int nl = 0, nr = 0, i = 0;
-    // nl <= i, so a full store at left + nl ends at or before left + n.
     for (; i + 8 <= n; i += 8) {
-        const __m256i r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i));
-        const __m256 x = _mm256_i32gather_ps(column, r, 4);
+        __m256i r;
+        __m256 x;
+        if (kInOrder) {
+            r = _mm256_add_epi32(lane, _mm256_set1_epi32(i));
+            x = _mm256_loadu_ps(column + i);
+        } else {
+            r = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i));
+            x = _mm256_mask_i32gather_ps(zero, column, r, all, 4);
+        }
         const unsigned go_left = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(x, t, _CMP_LT_OQ)));  // NaN goes right
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(left + nl), _mm256_permutevar8x32_epi32(r, lanes(kCompress, go_left)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(right + nr), _mm256_permutevar8x32_epi32(r, lanes(kCompress, go_left ^ 0xffu)));
-        const int c = __builtin_popcount(go_left);
-        nl += c;
-        nr += 8 - c;
+        const int cl = __builtin_popcount(go_left), c = 8 - cl;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + nl), _mm256_permutevar8x32_epi32(r, lanes(kCompress, go_left)));
+        _mm256_maskstore_epi32(dst + (n - nr - c), _mm256_cmpgt_epi32(_mm256_set1_epi32(c), lane),
+                               _mm256_permutevar8x32_epi32(r, lanes(kCompress, go_left ^ 0xffu)));
+        nl += cl;
+        nr += c;
     }
     for (; i < n; ++i) {
-        const std::int32_t r = rows[i];
+        const std::int32_t r = kInOrder ? i : rows[i];
         const int goes_right = !(column[r] < threshold);
-        left[nl] = r;
-        right[nr] = r;
+        dst[nl] = r;
+        dst[n - 1 - nr] = r;
         nl += 1 - goes_right;
         nr += goes_right;
     }
     return nl;
+}
+
+int partition(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* dst) {
+    return rows ? partition_rows<false>(rows, n, column, threshold, dst) : partition_rows<true>(rows, n, column, threshold, dst);
 }
 
 // Four vectors of 8 lanes walk independently; a lane whose row reaches its leaf hands the

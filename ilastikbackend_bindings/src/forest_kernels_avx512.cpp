@@ -12,33 +12,59 @@ namespace ilb::forest_kernels {
 namespace avx512 {
 namespace {
 
-int partition(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* left, std::int32_t* right) {
+// Left rows are packed forward from dst[0], right rows backward from dst[n]. In the main loop
+// nl + nr = i and i + 16 <= n, so the full store at dst + nl never reaches the right rows.
+template <bool kInOrder>
+int partition_rows(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* dst) {
     const __m512 t = _mm512_set1_ps(threshold);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // A gather merges into its destination register, so it waits for that register's last
+    // writer. GCC drops a constant zero source and may reuse a register written late in the
+    // previous iteration, chaining the iterations; an opaque zero (and mask) keeps a fresh one.
+    __m512 zero = _mm512_setzero_ps();
+    __mmask16 all = 0xffff;
+    __asm__("" : "+v"(zero), "+k"(all));
     int nl = 0, nr = 0, i = 0;
-    // nl <= i, so a full store at left + nl ends at or before left + n.
     for (; i + 16 <= n; i += 16) {
-        const __m512i r = _mm512_loadu_si512(rows + i);
-        const __m512 x = _mm512_i32gather_ps(r, column, 4);
+        __m512i r;
+        __m512 x;
+        if (kInOrder) {
+            r = _mm512_add_epi32(lane, _mm512_set1_epi32(i));
+            x = _mm512_loadu_ps(column + i);
+        } else {
+            r = _mm512_loadu_si512(rows + i);
+            x = _mm512_mask_i32gather_ps(zero, all, r, column, 4);
+        }
         const __mmask16 go_right = _mm512_cmp_ps_mask(x, t, _CMP_NLT_UQ);  // !(x < t): NaN goes right, as in vigra
-        _mm512_storeu_si512(left + nl, _mm512_maskz_compress_epi32(static_cast<__mmask16>(~go_right), r));
-        _mm512_storeu_si512(right + nr, _mm512_maskz_compress_epi32(go_right, r));
         const int c = __builtin_popcount(go_right);
+        _mm512_storeu_si512(dst + nl, _mm512_maskz_compress_epi32(static_cast<__mmask16>(~go_right), r));
+        _mm512_mask_storeu_epi32(dst + (n - nr - c), static_cast<__mmask16>((1u << c) - 1), _mm512_maskz_compress_epi32(go_right, r));
         nr += c;
         nl += 16 - c;
     }
     if (i < n) {
         const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m512i r = _mm512_maskz_loadu_epi32(m, rows + i);
-        const __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, r, column, 4);
+        __m512i r;
+        __m512 x;
+        if (kInOrder) {
+            r = _mm512_add_epi32(lane, _mm512_set1_epi32(i));
+            x = _mm512_maskz_loadu_ps(m, column + i);
+        } else {
+            r = _mm512_maskz_loadu_epi32(m, rows + i);
+            x = _mm512_mask_i32gather_ps(zero, m, r, column, 4);
+        }
         const __mmask16 go_right = _mm512_mask_cmp_ps_mask(m, x, t, _CMP_NLT_UQ);
         const __mmask16 go_left = m & static_cast<__mmask16>(~go_right);
-        const int cl = __builtin_popcount(go_left);
-        _mm512_mask_storeu_epi32(left + nl, static_cast<__mmask16>((1u << cl) - 1), _mm512_maskz_compress_epi32(go_left, r));
-        _mm512_storeu_si512(right + nr, _mm512_maskz_compress_epi32(go_right, r));
+        const int cl = __builtin_popcount(go_left), c = __builtin_popcount(go_right);
+        _mm512_mask_storeu_epi32(dst + nl, static_cast<__mmask16>((1u << cl) - 1), _mm512_maskz_compress_epi32(go_left, r));
+        _mm512_mask_storeu_epi32(dst + (n - nr - c), static_cast<__mmask16>((1u << c) - 1), _mm512_maskz_compress_epi32(go_right, r));
         nl += cl;
-        nr += __builtin_popcount(go_right);
     }
     return nl;
+}
+
+int partition(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* dst) {
+    return rows ? partition_rows<false>(rows, n, column, threshold, dst) : partition_rows<true>(rows, n, column, threshold, dst);
 }
 
 // Four vectors of 16 lanes walk independently; a lane whose row reaches its leaf hands the

@@ -14,14 +14,16 @@ float as_float(std::uint32_t u) {
     return v.f;
 }
 
-int partition(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* left, std::int32_t* right) {
-    // Branch-free: every row is written to both sides, and only one side's count moves on.
+int partition(const std::int32_t* rows, int n, const float* column, float threshold, std::int32_t* dst) {
+    // Branch-free: every row is written to both ends (left rows forward from dst[0], right rows
+    // backward from dst[n]) and only one end's count moves on; a later row always overwrites
+    // the slot a row wrote that is not its own.
     int nl = 0, nr = 0;
     for (int i = 0; i < n; ++i) {
-        const std::int32_t r = rows[i];
+        const std::int32_t r = rows ? rows[i] : i;
         const int goes_right = !(column[r] < threshold);
-        left[nl] = r;
-        right[nr] = r;
+        dst[nl] = r;
+        dst[n - 1 - nr] = r;
         nl += 1 - goes_right;
         nr += goes_right;
     }

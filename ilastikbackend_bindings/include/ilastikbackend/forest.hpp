@@ -109,7 +109,7 @@ class Ensemble {
     struct Workspace {
         std::vector<float> columns, prob, acc;
         std::vector<double> total;
-        std::vector<std::int32_t> rows_a, rows_b, right, straggler_rows, straggler_nodes, leaf_of_row, pair_rows, pair_leaves;
+        std::vector<std::int32_t> rows_a, rows_b, straggler_rows, straggler_nodes, leaf_of_row, pair_rows, pair_leaves;
         std::vector<unsigned char> has_nan;
         struct Pending {
             std::int32_t node, begin, end;
