@@ -471,8 +471,8 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
     for (Index r0 = 0; r0 < n; r0 += stride) {
         const int rows = static_cast<int>(std::min(stride, n - r0));
         const float* Xb = X + r0 * F;
-        // Transpose the block to columns, 64 rows at a time (reads stay in L1), and note the
-        // rows holding a NaN: vigra answers 0 for them.
+        // Transpose the block to columns, 64 rows at a time (reads stay in L1); then note the
+        // rows holding a NaN (vigra answers 0 for them), column by column.
         for (int i0 = 0; i0 < rows; i0 += 64) {
             const int i1 = std::min(rows, i0 + 64);
             for (Index f = 0; f < F; ++f) {
@@ -480,11 +480,11 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
                 for (int i = i0; i < i1; ++i) dst[i] = Xb[static_cast<std::size_t>(i) * static_cast<std::size_t>(F) + static_cast<std::size_t>(f)];
             }
         }
-        for (int i = 0; i < rows; ++i) {
-            const float* row = Xb + static_cast<std::size_t>(i) * static_cast<std::size_t>(F);
-            bool nan = false;
-            for (Index f = 0; f < F; ++f) nan |= std::isnan(row[f]);
-            ws.has_nan[static_cast<std::size_t>(i)] = nan;
+        unsigned char* has_nan = ws.has_nan.data();
+        std::fill_n(has_nan, rows, 0);
+        for (Index f = 0; f < F; ++f) {
+            const float* column = ws.columns.data() + (static_cast<std::size_t>(f) << log_stride);
+            for (int i = 0; i < rows; ++i) has_nan[i] |= column[i] != column[i];
         }
         std::fill(ws.acc.begin(), ws.acc.end(), 0.0f);
         for (const Forest& forest : forests_) {
