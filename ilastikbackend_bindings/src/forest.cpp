@@ -5,6 +5,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+
 #include "forest_kernels.hpp"
 
 namespace ilb {
@@ -388,9 +392,22 @@ namespace {
 // partitioned: a partition pass costs about as much as a walk step per row, plus a fixed
 // amount per node.
 constexpr int kMinPartitionRows = 32;
-// A block's feature columns should stay in the core's L2 cache.
-constexpr std::size_t kBlockBytes = 512 * 1024;
 constexpr int kMaxLogBlockRows = 13;
+
+// A block's feature columns are read again by every tree, so they should stay in the core's
+// L2 cache: as many bytes as it has (1 MiB where the system does not say), within reason.
+// More rows per block mean more rows per node, and fewer nodes per row.
+std::size_t block_bytes() {
+    static const std::size_t bytes = [] {
+        long l2 = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        if (l2 <= 0) return std::size_t{1} << 20;
+        return std::clamp(static_cast<std::size_t>(l2), std::size_t{256} << 10, std::size_t{2} << 20);
+    }();
+    return bytes;
+}
 
 // Sends every row of a block through one tree and calls reached(leaf, rows, count) for each
 // group of rows that reaches a leaf, every row exactly once.
@@ -452,9 +469,9 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
     const forest_kernels::Kernels& k = *kernels_for(isa);
     const Index F = column_count();
     const Index K = forests_.front().class_count();
-    // Block rows: a power of two (the column stride), as many as fit kBlockBytes, at least 16.
+    // Block rows: a power of two (the column stride), as many as fit block_bytes(), at least 16.
     int log_stride = 4;
-    while (log_stride < kMaxLogBlockRows && (std::size_t{4} << (log_stride + 1)) * static_cast<std::size_t>(F) <= kBlockBytes) ++log_stride;
+    while (log_stride < kMaxLogBlockRows && (std::size_t{4} << (log_stride + 1)) * static_cast<std::size_t>(F) <= block_bytes()) ++log_stride;
     while (log_stride > 0 && (Index{1} << (log_stride - 1)) >= n) --log_stride;
     const Index stride = Index{1} << log_stride;
     const std::size_t S = static_cast<std::size_t>(stride);
