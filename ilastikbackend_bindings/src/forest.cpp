@@ -479,6 +479,7 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
     ws.prob.resize(S * static_cast<std::size_t>(K));
     ws.acc.resize(S * static_cast<std::size_t>(K));
     ws.total.resize(S);
+    ws.row_total.resize(S);
     ws.has_nan.resize(S);
     for (auto* v : {&ws.rows_a, &ws.rows_b, &ws.straggler_rows, &ws.straggler_nodes, &ws.leaf_of_row, &ws.pair_rows,
                     &ws.pair_leaves})
@@ -488,8 +489,9 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
     for (Index r0 = 0; r0 < n; r0 += stride) {
         const int rows = static_cast<int>(std::min(stride, n - r0));
         const float* Xb = X + r0 * F;
-        // Transpose the block to columns, 64 rows at a time (reads stay in L1); then note the
-        // rows holding a NaN (vigra answers 0 for them), column by column.
+        // Transpose the block to columns, 64 rows at a time (the rows stay in L1 while each
+        // column gets 64 values in a row); then note the rows holding a NaN (vigra answers 0
+        // for them), column by column.
         for (int i0 = 0; i0 < rows; i0 += 64) {
             const int i1 = std::min(rows, i0 + 64);
             for (Index f = 0; f < F; ++f) {
@@ -561,15 +563,22 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
                     }
                 }
             }
-            // vigra: prob[l] /= float(total); ilastik: P_f *= tree count; sum += P_f (float32).
+            // vigra: prob[l] /= float(total), a row holding NaN gets 0; ilastik: P_f *= tree count;
+            // sum += P_f (float32).
             const float tree_count_f = static_cast<float>(forest.tree_count());
-            const float constant_total_f = static_cast<float>(constant_total);
+            float* __restrict row_total = ws.row_total.data();
+            if (per_row_total) {
+                for (int i = 0; i < rows; ++i) row_total[i] = static_cast<float>(total[i]);
+            } else {
+                std::fill_n(row_total, rows, static_cast<float>(constant_total));
+            }
+            const unsigned char* __restrict nan = ws.has_nan.data();
             for (Index l = 0; l < K; ++l) {
-                const float* p = ws.prob.data() + static_cast<std::size_t>(l) * S;
-                float* acc = ws.acc.data() + static_cast<std::size_t>(l) * S;
+                const float* __restrict p = ws.prob.data() + static_cast<std::size_t>(l) * S;
+                float* __restrict acc = ws.acc.data() + static_cast<std::size_t>(l) * S;
                 for (int i = 0; i < rows; ++i) {
-                    const float tot = per_row_total ? static_cast<float>(ws.total[static_cast<std::size_t>(i)]) : constant_total_f;
-                    acc[i] += ws.has_nan[static_cast<std::size_t>(i)] ? 0.0f : (p[i] / tot) * tree_count_f;
+                    const float share = (p[i] / row_total[i]) * tree_count_f;
+                    acc[i] += nan[i] ? 0.0f : share;
                 }
             }
         }

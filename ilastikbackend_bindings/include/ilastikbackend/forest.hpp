@@ -107,7 +107,7 @@ class Ensemble {
 
     // Scratch memory of one predict call; reuse it across calls on one thread.
     struct Workspace {
-        std::vector<float> columns, prob, acc;
+        std::vector<float> columns, prob, acc, row_total;
         std::vector<double> total;
         std::vector<std::int32_t> rows_a, rows_b, straggler_rows, straggler_nodes, leaf_of_row, pair_rows, pair_leaves;
         std::vector<unsigned char> has_nan;
