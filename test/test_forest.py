@@ -283,6 +283,15 @@ def test_forests_of_different_tree_counts(tmp_path, vigra_rf):
     assert_bit_identical(forest.ours(test_X), forest.vigra(test_X))
 
 
+def test_many_feature_columns(tmp_path, vigra_rf):
+    """600 columns: wider node packing (10 feature bits) and blocks of fewer rows."""
+    X, y = clusters(3000, 600, 3, seed=60, spread=3.0)
+    forest = train(tmp_path, "wide", X, y, [4, 3])
+    test_X, _ = clusters(12000, 600, 3, seed=61, spread=3.0)
+    test_X[::7, 599] = np.nan
+    assert_bit_identical(forest.ours(test_X), forest.vigra(test_X))
+
+
 def test_known_labels_subset(tmp_path, vigra_rf):
     """Classes 2 and 5 of 5 have no labels: the forests know 3 classes, ilastik's output has 5
     channels and channels 1 and 4 are 0."""
@@ -295,22 +304,32 @@ def test_known_labels_subset(tmp_path, vigra_rf):
     assert_bit_identical(forest.ours(test_X), ref)
 
 
-def crafted(tmp_path, name, forests: list[list[tuple[float, ...]]]) -> Trained:
-    """Forests of single-leaf trees with the given leaf probabilities, written in vigra's layout
-    (a forest trained by vigra, its trees replaced): sums whose order shows in the last bit."""
-    K = len(forests[0][0])
+def crafted(tmp_path, name, forests: list[list[tuple[np.ndarray, np.ndarray]]], K: int) -> Trained:
+    """Forests of hand-made trees (topology, parameters) written in vigra's layout: a forest
+    trained by vigra on one feature column, its trees replaced."""
     X = np.arange(8 * K, dtype=np.float32).reshape(-1, 1)
     trained = train(tmp_path, name, X, np.arange(len(X)) % K + 1, [1] * len(forests))
     with h5py.File(trained.path, "a") as f:
-        for group, leaves in zip(trained.groups, forests):
+        for group, trees in zip(trained.groups, forests):
             g = f[group]
             for t in [k for k in g if not k.startswith("_")]:
                 del g[t]
-            for i, p in enumerate(leaves):
-                g[f"Tree_{i:02d}/topology"] = np.array([1, K, 0x40000000, 0], np.int32)
-                g[f"Tree_{i:02d}/parameters"] = np.array([1.0, *p])
-            g["_options/tree_count_"][0] = len(leaves)
+            for i, (topology, parameters) in enumerate(trees):
+                g[f"Tree_{i:03d}/topology"] = topology.astype(np.int32)
+                g[f"Tree_{i:03d}/parameters"] = parameters.astype(np.float64)
+            g["_options/tree_count_"][0] = len(trees)
     return Trained(trained.path, trained.groups, trained.known_labels, trained.num_classes)
+
+
+def leaf_tree(p: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A tree that is one leaf with probabilities p."""
+    return np.array([1, len(p), 0x40000000, 0]), np.array([1.0, *p])
+
+
+def stump(threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """A split on column 0 at `threshold`: left leaf (1, 0), right leaf (0, 1)."""
+    topology = np.array([1, 2, 0, 0, 7, 9, 0, 0x40000000, 2, 0x40000000, 5])
+    return topology, np.array([1.0, threshold, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
 
 
 def test_summation_order_is_vigras(tmp_path, vigra_rf):
@@ -319,7 +338,8 @@ def test_summation_order_is_vigras(tmp_path, vigra_rf):
     forest 0: total (0.5 + 0.5 + a) + b = 1 in float, 1 + 2^-23 if a leaf's a + b were added at
     once; forest 1: class 0 sums (1 + 2^-24) + 2^-24 = 1 in float, not 1 + 2^-23."""
     a, b = 2.0**-54 + 2.0**-60, 2.0**-24 + 2.0**-54
-    forest = crafted(tmp_path, "order", [[(0.5, 0.5), (a, b)], [(1.0, 0.0), (2.0**-24, 0.0), (2.0**-24, 0.0)]])
+    forests = [[(0.5, 0.5), (a, b)], [(1.0, 0.0), (2.0**-24, 0.0), (2.0**-24, 0.0)]]
+    forest = crafted(tmp_path, "order", [[leaf_tree(p) for p in leaves] for leaves in forests], K=2)
     assert not any(f.sums_are_exact for f in forest.forests)
     X = np.array([[0.0], [1.0], [np.nan], [np.inf]], np.float32)
     ref = forest.vigra(X)
@@ -328,6 +348,63 @@ def test_summation_order_is_vigras(tmp_path, vigra_rf):
         num_classes=2,
     )["per_forest"]  # fmt: skip
     assert per_forest[0, 0, 0] == np.float32(0.5) and per_forest[1, 0, 0] == np.float32(1) / np.float32(1 + 2.0**-23)
+    assert_bit_identical(forest.ours(X), ref)
+
+
+def test_extreme_thresholds(tmp_path, vigra_rf):
+    """Thresholds beyond float range, infinite, NaN, tiny, or between two floats, against
+    features at and around them: each tree votes left iff x < threshold as vigra compares
+    (float promoted to double), so any tree routed otherwise changes the vote count."""
+    f32 = np.finfo(np.float32)
+    thresholds = [
+        1e39,
+        -1e39,
+        np.inf,
+        -np.inf,
+        np.nan,
+        0.0,
+        -0.0,
+        0.1,
+        -0.1,
+        1e-45,
+        -1e-45,
+        2e-45,
+        1e-40,
+        float(f32.max),
+        -float(f32.max),
+        float(f32.tiny),
+        3.4028235677973366e38,
+        16777217.0,
+        0.5 + 2.0**-30,
+    ]
+    values = [
+        -np.inf,
+        -f32.max,
+        -1e38,
+        -0.1,
+        -f32.tiny,
+        -1e-45,
+        -0.0,
+        0.0,
+        1e-45,
+        2e-45,
+        f32.tiny,
+        0.1,
+        1e38,
+        f32.max,
+        np.inf,
+        16777216.0,
+        16777218.0,
+        0.5,
+        np.nextafter(np.float32(0.5), np.float32(1)),
+    ]
+    with np.errstate(over="ignore"):
+        values += [np.nextafter(np.float32(t), np.float32(d)) for t in thresholds if np.isfinite(np.float32(t))
+                   for d in (-np.inf, np.inf)]  # fmt: skip
+    X = np.array(values, np.float32).reshape(-1, 1)
+    forest = crafted(tmp_path, "extreme", [[stump(t) for t in thresholds]], K=2)
+    ref = forest.vigra(X)
+    assert len(np.unique(ref[:, 0])) > 5  # rows see different numbers of left votes
     assert_bit_identical(forest.ours(X), ref)
 
 

@@ -17,8 +17,14 @@ namespace {
 constexpr std::int32_t kThresholdNode = 0;
 constexpr std::int32_t kConstProbLeaf = 0x40000000;
 
-// The smallest float f with (x < t) == (x < f) for every float x.
+// The smallest float f with (x < t) == (x < f) for every float x (vigra compares the float
+// feature, promoted to double, with its double threshold).
 float float_threshold(double t) {
+    constexpr float kMax = std::numeric_limits<float>::max();
+    if (std::isnan(t)) return std::numeric_limits<float>::quiet_NaN();  // nothing is < NaN
+    if (t > static_cast<double>(kMax)) return std::numeric_limits<float>::infinity();
+    if (t == -std::numeric_limits<double>::infinity()) return -std::numeric_limits<float>::infinity();
+    if (t < -static_cast<double>(kMax)) return -kMax;  // only -inf is below t
     float f = static_cast<float>(t);
     if (static_cast<double>(f) < t) f = std::nextafter(f, std::numeric_limits<float>::infinity());
     return f;
@@ -494,6 +500,10 @@ void Ensemble::predict(const float* X, Index n, float* out, Workspace& ws, Fores
         // for them), column by column.
         for (int i0 = 0; i0 < rows; i0 += 64) {
             const int i1 = std::min(rows, i0 + 64);
+            // The block most likely comes from memory: ask for the next 64 rows meanwhile.
+            const char* next = reinterpret_cast<const char*>(Xb + static_cast<std::size_t>(i1) * static_cast<std::size_t>(F));
+            const std::size_t next_bytes = sizeof(float) * static_cast<std::size_t>(std::min(64, rows - i1)) * static_cast<std::size_t>(F);
+            for (std::size_t byte = 0; byte < next_bytes; byte += 64) __builtin_prefetch(next + byte);
             for (Index f = 0; f < F; ++f) {
                 float* dst = ws.columns.data() + (static_cast<std::size_t>(f) << log_stride);
                 for (int i = i0; i < i1; ++i) dst[i] = Xb[static_cast<std::size_t>(i) * static_cast<std::size_t>(F) + static_cast<std::size_t>(f)];
