@@ -394,23 +394,19 @@ void Ensemble::predict(const float* X, Index n, float* out, ForestIsa isa) const
 
 namespace {
 
-// Rows at a node reached by fewer rows than this are walked lane by lane instead of
-// partitioned: a partition pass costs about as much as a walk step per row, plus a fixed
-// amount per node.
-constexpr int kMinPartitionRows = 32;
 constexpr int kMaxLogBlockRows = 13;
 
 // A block's feature columns are read again by every tree, so they should stay in the core's
-// L2 cache: as many bytes as it has (1 MiB where the system does not say), within reason.
-// More rows per block mean more rows per node, and fewer nodes per row.
+// L2 cache, next to the tree being walked and the row lists: half of it (512 KiB where the
+// system does not say). More rows per block mean more rows per node, and fewer nodes per row.
 std::size_t block_bytes() {
     static const std::size_t bytes = [] {
         long l2 = -1;
 #ifdef _SC_LEVEL2_CACHE_SIZE
         l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
 #endif
-        if (l2 <= 0) return std::size_t{1} << 20;
-        return std::clamp(static_cast<std::size_t>(l2), std::size_t{256} << 10, std::size_t{2} << 20);
+        if (l2 <= 0) return std::size_t{512} << 10;
+        return std::clamp(static_cast<std::size_t>(l2) / 2, std::size_t{256} << 10, std::size_t{2} << 20);
     }();
     return bytes;
 }
@@ -435,7 +431,7 @@ void route_block(const Forest& forest, std::size_t tree, const forest_kernels::K
         const std::uint32_t packed = static_cast<std::uint32_t>(nodes[node] >> 32);
         if (packed & Forest::kLeafFlag) {
             reached(static_cast<std::int32_t>(packed & ~Forest::kLeafFlag), rows_here, end - begin);
-        } else if (end - begin < kMinPartitionRows) {
+        } else if (end - begin < k.min_partition_rows) {
             std::memcpy(ws.straggler_rows.data() + stragglers, rows_here, sizeof(std::int32_t) * static_cast<std::size_t>(end - begin));
             std::fill_n(ws.straggler_nodes.data() + stragglers, end - begin, static_cast<std::int32_t>(node));
             stragglers += end - begin;
@@ -444,7 +440,7 @@ void route_block(const Forest& forest, std::size_t tree, const forest_kernels::K
         }
     };
     const std::uint32_t root = static_cast<std::uint32_t>(nodes[0] >> 32);
-    if (!(root & Forest::kLeafFlag) && rows >= kMinPartitionRows) {
+    if (!(root & Forest::kLeafFlag) && rows >= k.min_partition_rows) {
         ws.stack.push_back({0, 0, rows, false});  // rows 0, 1, .., rows - 1: no list needed yet
     } else {
         for (int i = 0; i < rows; ++i) a[i] = i;

@@ -39,6 +39,9 @@ using WalkFn = void (*)(const std::uint64_t* nodes, int feature_bits, Block bloc
 struct Kernels {
     PartitionFn partition;
     WalkFn walk;
+    // Nodes reached by fewer rows than this are walked, not partitioned: a partition pass costs
+    // a little per row plus a fixed amount per node, a walk step costs more per row (measured).
+    int min_partition_rows;
 };
 
 // nullptr where the build has no such kernel (not x86-64); the caller checks the CPU.

@@ -162,7 +162,7 @@ void walk(const std::uint64_t* nodes, int feature_bits, Block block, const std::
     }
 }
 
-constexpr Kernels kKernels{partition, walk};
+constexpr Kernels kKernels{partition, walk, 64};
 
 }  // namespace
 }  // namespace avx2

@@ -32,12 +32,12 @@ class Forest {
     // that the order of the additions cannot change a bit (ilastik's trees grown to purity).
     bool sums_are_exact() const { return exact_; }
 
-    // Nodes of all trees, each tree breadth-first from its root at tree_first_node(t), the two
+    // Nodes of tree t start at tree_nodes(t): breadth-first from the root (node 0), the two
     // children of a split next to each other (left, right). A node is 8 bytes:
-    //   bits  0..31: the threshold as a float (the smallest float >= vigra's double threshold,
-    //                so that x < t  <=>  x < float_t for every float x);
-    //   bits 32..63: a split: (index of its left child, relative to the tree's first node)
-    //                << feature_bits | feature column; a leaf: kLeafFlag | leaf index.
+    //   bits  0..31: a split's threshold as a float, chosen so that x < float_t <=> x < t for
+    //                every float x, t being vigra's double threshold (the smallest float >= t);
+    //   bits 32..63: a split: (index of its left child within the tree) << feature_bits |
+    //                feature column; a leaf: kLeafFlag | index of the leaf in the forest.
     static constexpr std::uint32_t kLeafFlag = 0x80000000u;
     const std::uint64_t* tree_nodes(std::size_t t) const { return nodes_.data() + tree_first_node_[t]; }
     int feature_bits() const { return feature_bits_; }
@@ -50,8 +50,8 @@ class Forest {
     // When sums_are_exact() and every leaf has the same total, vigra's per-row total is this
     // constant (tree_count * that total); NaN otherwise.
     double constant_row_total() const { return constant_total_; }
-    // Whether sums_are_exact() and no leaf has more than one non-zero value: then a leaf adds
-    // leaf_hot_value(leaf) to class leaf_hot_class(leaf) (-1: to none) and nothing else, and
+    // Whether sums_are_exact() and no leaf has more than one non-zero value: then leaf i adds
+    // leaf_hot_values()[i] to class leaf_hot_classes()[i] (-1: to none) and nothing else, and
     // adding the zeros can be skipped (x + 0 == x).
     bool leaves_are_one_hot() const { return exact_ && one_hot_; }
     const std::int32_t* leaf_hot_classes() const { return leaf_hot_class_.data(); }
