@@ -412,7 +412,10 @@ std::size_t block_bytes() {
 }
 
 // Sends every row of a block through one tree and calls reached(leaf, rows, count) for each
-// group of rows that reaches a leaf, every row exactly once.
+// group of rows that reaches a leaf, every row exactly once. Depth first from the root, each
+// node reached by at least k.min_partition_rows rows partitions their list by its split (one
+// pass for all of them, reading one column); the rows of smaller nodes are collected and
+// walked down lane by lane from there (k.walk), as vigra walks each row.
 template <class Reached>
 void route_block(const Forest& forest, std::size_t tree, const forest_kernels::Kernels& k, const forest_kernels::Block& block,
                  int rows, Ensemble::Workspace& ws, Reached&& reached) {
