@@ -106,26 +106,52 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("class_count", &Forest::class_count)
         .def_property_readonly("column_count", &Forest::column_count)
         .def_property_readonly("tree_count", &Forest::tree_count)
-        .def_property_readonly("node_count", &Forest::node_count);
+        .def_property_readonly("node_count", &Forest::node_count)
+        .def_property_readonly("leaf_count", &Forest::leaf_count)
+        .def_property_readonly("sums_are_exact", &Forest::sums_are_exact,
+                               "Whether every sum of leaf values is exact, so that no summation order can change a bit");
 
+    m.def("forest_implementations", &forest_isas_available,
+          "Forest evaluation kernels this CPU can run, best first ('avx512', 'avx2', 'portable'); all give the same bits");
+
+    auto features_matrix = [](const Ensemble& e, const py::array_t<float, py::array::c_style | py::array::forcecast>& X) {
+        if (X.ndim() != 2 || X.shape(1) != e.column_count())
+            throw std::invalid_argument("features must be (n, " + std::to_string(e.column_count()) + ")");
+        return X.shape(0);
+    };
     py::class_<Ensemble>(m, "Ensemble", "Forests combined as ilastik does: tree-count-weighted mean.")
         .def(py::init<std::vector<Forest>, std::vector<int>, int>(), py::arg("forests"), py::arg("channel_of_class"),
              py::arg("output_channels"))
         .def_property_readonly("column_count", &Ensemble::column_count)
         .def_property_readonly("output_channels", &Ensemble::output_channels)
-        .def("predict", [](const Ensemble& e, py::array_t<float, py::array::c_style | py::array::forcecast> X) {
-            if (X.ndim() != 2 || X.shape(1) != e.column_count())
-                throw std::invalid_argument("features must be (n, " + std::to_string(e.column_count()) + ")");
-            const Index n = X.shape(0);
+        .def_property_readonly("tree_count", &Ensemble::tree_count)
+        .def_property_readonly("node_count", &Ensemble::node_count)
+        .def("predict", [features_matrix](const Ensemble& e, py::array_t<float, py::array::c_style | py::array::forcecast> X,
+                                          const std::string& implementation) {
+            const Index n = features_matrix(e, X);
+            const ForestIsa isa = forest_isa_from_name(implementation);
             py::array_t<float> out({n, static_cast<Index>(e.output_channels())});
             float* dst = out.mutable_data();
             const float* src = X.data();
             {
                 py::gil_scoped_release release;
-                e.predict(src, n, dst);
+                e.predict(src, n, dst, isa);
             }
             return out;
-        }, py::arg("features"));
+        }, py::arg("features"), py::arg("implementation") = "auto",
+           "Probabilities (n, output_channels) float32 for features (n, column_count), bit-identical to vigra + ilastik; "
+           "implementation: 'auto' or one of forest_implementations()")
+        .def("predict_reference", [features_matrix](const Ensemble& e, py::array_t<float, py::array::c_style | py::array::forcecast> X) {
+            const Index n = features_matrix(e, X);
+            py::array_t<float> out({n, static_cast<Index>(e.output_channels())});
+            float* dst = out.mutable_data();
+            const float* src = X.data();
+            {
+                py::gil_scoped_release release;
+                e.predict_reference(src, n, dst);
+            }
+            return out;
+        }, py::arg("features"), "The same probabilities from the core's previous, simpler evaluation (tests, bench/forest.py)");
 
     py::class_<PixelClassifierCore>(m, "PixelClassifierCore", "Feature plan + forests: probabilities for a region.")
         .def(py::init<FeaturePlan, Ensemble>(), py::arg("plan"), py::arg("ensemble"))

@@ -45,13 +45,14 @@ class PixelClassifierCore {
         std::mutex error_mutex;
         auto work = [&]() {
             std::vector<float> feats, probs;
+            Ensemble::Workspace forest_scratch;  // reused by every tile of this thread
             try {
                 for (std::size_t i = next++; i < tiles.size(); i = next++) {
                     const Box& t = tiles[i];
                     feats.resize(static_cast<std::size_t>(t.size() * F));
                     probs.resize(static_cast<std::size_t>(t.size() * K));
                     compute_features(raw, t, plan_, feats.data());
-                    ensemble_.predict(feats.data(), t.size(), probs.data());
+                    ensemble_.predict(feats.data(), t.size(), probs.data(), forest_scratch);
                     Index idx = 0;
                     for (Index z = t.lo[0]; z < t.hi[0]; ++z)
                         for (Index y = t.lo[1]; y < t.hi[1]; ++y) {
