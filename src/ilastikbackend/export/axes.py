@@ -112,11 +112,10 @@ def determine_block_shape(max_shape: Sequence[int], target_volume: float) -> tup
 
 @dataclass(frozen=True)
 class AxisMeta:
-    """What is known about one axis besides its size: pixel size (0 = unknown), unit, description."""
+    """What is known about one axis besides its size: pixel size (0 = unknown) and unit."""
 
     resolution: float = 0.0
     unit: str = ""
-    description: str = ""
 
 
 @dataclass
