@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import ilastik_io_oracle
 import numpy as np
 import pytest
 
-from ilastikbackend.export.axes import (
-    determine_block_shape,
-    parse_axiskeys,
-    pipeline_axes,
-    reorder_block,
-    vigra_axistags_json,
-)
+from ilastikbackend.export.axes import determine_block_shape, parse_axiskeys, reorder_block, vigra_axistags_json
 from ilastikbackend.export.naming import (
     NamingError,
-    expand_input,
     format_known_keys,
     nickname,
+    path_components,
     replace_extension,
     slice_digits,
-    split_internal_path,
 )
 
 
@@ -69,14 +60,6 @@ def test_nickname(paths, internal, expected):
     assert nickname(paths, internal) == expected
 
 
-def test_nickname_of_glob_stack(tmp_path):
-    for i in (1, 2, 3):
-        (tmp_path / f"2d_apoptotic_binary_{i}.png").write_bytes(b"")
-    found = expand_input(str(tmp_path / "2d_apoptotic_binary_*.png"))
-    assert [os.path.basename(f) for f, _ in found] == [f"2d_apoptotic_binary_{i}.png" for i in (1, 2, 3)]
-    assert nickname([f for f, _ in found], ["volume/data"] * 3) == "2d_apoptotic_binary_-volume-data"
-
-
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
@@ -85,17 +68,11 @@ def test_nickname_of_glob_stack(tmp_path):
         ("/p/file.hdf5", ("/p/file.hdf5", "")),
         ("/p/file.png", ("/p/file.png", "")),
         ("/p/h5files/img.tif", ("/p/h5files/img.tif", "")),
+        ("/p/i.n5/d", ("/p/i.n5", "d")),
     ],
 )
-def test_split_internal_path(path, expected):
-    assert split_internal_path(path) == expected
-
-
-def test_expand_input_relative_and_missing(tmp_path):
-    (tmp_path / "a.png").write_bytes(b"")
-    assert expand_input("a.png", cwd=str(tmp_path)) == [(str(tmp_path / "a.png"), "")]
-    with pytest.raises(NamingError, match="no file matches"):
-        expand_input("nothing*.png", cwd=str(tmp_path))
+def test_path_components(path, expected):
+    assert path_components(path) == expected
 
 
 def test_replace_extension_counts_any_dot():
@@ -116,13 +93,6 @@ def test_determine_block_shape_lazyflow_examples():
     # OME-Zarr chunks ilastik documents: (y 506, x 505) for 32-bit 2D, (z 63, y 64, x 63) for 32-bit 3D
     assert determine_block_shape((1, 1, 1, 10000, 10000), 1_024_000 / 4)[3:] == (506, 505)
     assert determine_block_shape((1, 1, 10000, 10000, 10000), 1_024_000 / 4)[2:] == (63, 64, 63)
-
-
-def test_pipeline_axes():
-    assert pipeline_axes({"y": 5, "x": 6}) == "yxc"
-    assert pipeline_axes({"z": 1, "y": 5, "x": 6, "c": 3}) == "yxc"
-    assert pipeline_axes({"t": 5, "y": 5, "x": 6, "c": 2}) == "tyxc"
-    assert pipeline_axes({"t": 2, "z": 3, "y": 5, "x": 6}) == "tzyxc"
 
 
 def test_parse_axiskeys():

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ilastikbackend.export.sources import (
-    EXPORT_SOURCES,
-    SourceSetup,
-    export_source,
-    simple_segmentation,
-    uncertainty,
-)
+from ilastikbackend.core.derived import simple_segmentation, uncertainty
+from ilastikbackend.export.sources import EXPORT_SOURCES, SourceSetup, export_source
 
 SETUP = SourceSetup(3, ("a", "b", "c"), ((255, 0, 0), (0, 255, 0), (0, 0, 255)), ("f1", "f2"), "uint8")
 

@@ -386,9 +386,10 @@ def test_readonly_values_are_accepted(data_dir, tmp_path):
         ),
         (["--output_format", "png sequence", "INPUT"], "slice_index"),
         (["--output_format", "gif", "INPUT"], "channel"),
-        (["INPUT3D"], "trained on 2D data"),
+        (["INPUT3D"], "have z which the training data has not"),  # a 3D volume for a 2D project
+        (["--input_axes", "zyxc", "INPUT3D"], "trained on 2D data"),
         (["--project", str(TS.project), "INPUT"], "expects 2 channel(s)"),
-        (["/no/such/file.h5"], "input not found"),
+        (["/no/such/file.h5"], "raw data not found: /no/such/file.h5"),
     ],
 )
 def test_impossible_exports_fail_before_computing(data_dir, tmp_path, argv, message):

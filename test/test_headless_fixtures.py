@@ -22,10 +22,10 @@ import pytest
 from headless_tools import fixtures, headless, read_h5
 
 from ilastikbackend.core import PixelClassifier, load_project
+from ilastikbackend.core.derived import simple_segmentation, uncertainty
 from ilastikbackend.export.axes import vigra_axistags_json
 from ilastikbackend.export.headless import stored_export_settings
 from ilastikbackend.export.inputs import open_lane
-from ilastikbackend.export.sources import simple_segmentation, uncertainty
 
 FIXTURES = fixtures()
 NAMES = sorted(FIXTURES)
@@ -176,9 +176,28 @@ def test_labels_export_zeros(tmp_path):
 
 
 def test_time_series_output_keeps_t(exports):
-    folder, out = exports["ilastik-tests-5t2d2c-v122"]
+    """One embedded stack serves the whole time series (blocks one time point thick): ilastik's numbers, exactly."""
+    fx = FIXTURES["ilastik-tests-5t2d2c-v122"]
+    folder, out = exports[fx.name]
     with h5py.File(next(folder.iterdir()), "r") as f:
         ds = f["exported_data"]
         assert ds.shape == (5, 33, 77, 2) and ds.chunks[0] == 1 and ds.chunks[-1] == 1
         assert [a["key"] for a in json.loads(ds.attrs["axistags"])["axes"]] == list("tyxc")
+        np.testing.assert_array_equal(ds[()], fx.reference_array())
     assert "computed 10 of 10 blocks" in out  # 5 time points x 2 blocks of 48
+
+
+def test_time_series_features_equal_each_time_points_whole_image(tmp_path):
+    fx = FIXTURES["ilastik-tests-5t2d2c-v122"]
+    r = headless("--project", str(fx.project), "--export_source", "Features", "--output_format", "numpy",
+                 "--blocksize", "40", "--cutout_subregion", "[(1,None,None,None),(4,None,None,None)]",
+                 "--output_filename_format", str(tmp_path / "f"), fx.raw_arg)  # fmt: skip
+    assert r.code == 0, r.err
+    ours = np.load(tmp_path / "f.npy")
+    project = load_project(fx.project)
+    with h5py.File(fx.raw) as f:
+        series = f["data"][()]
+    classifier = PixelClassifier(project)
+    assert ours.shape == (3, 33, 77, len(project.feature_names))
+    for t in (1, 2, 3):
+        np.testing.assert_array_equal(ours[t - 1], classifier.features(series[t]))

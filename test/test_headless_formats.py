@@ -14,9 +14,9 @@ import zarr
 from headless_tools import fixtures, headless, read_h5
 from PIL import Image
 
+from ilastikbackend.core.derived import simple_segmentation
 from ilastikbackend.export.formats import FORMATS
 from ilastikbackend.export.formats.images import vigra_to_uint8
-from ilastikbackend.export.sources import simple_segmentation
 
 FX = fixtures()["ilastik-tests-2d3c-v122"]
 FX3D = fixtures()["ilastik-api-3d-1c-v141"]

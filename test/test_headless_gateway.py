@@ -11,7 +11,9 @@ import pytest
 from headless_tools import fixtures, headless, read_h5
 from stack import Stack, free_port
 
-from ilastikbackend.export.sources import simple_segmentation, uncertainty
+from ilastikbackend.core import PixelClassifier, load_project
+from ilastikbackend.core.derived import simple_segmentation, uncertainty
+from ilastikbackend.export.providers import GatewayProvider
 
 FX = fixtures()["ilastik-tests-2d3c-v122"]
 
@@ -47,11 +49,30 @@ def test_gateway_export_equals_embedded(stack, embedded, tmp_path, source):
     assert "computed 6 of 6 blocks" in r.out  # 73x187 in blocks of 64: the gateway's blocking
 
 
-def test_gateway_without_features_endpoint_is_a_clear_error(stack, tmp_path):
+def test_features_through_the_gateway(stack, tmp_path):
+    """The stack's workers compute feature blocks (with halo) exactly as the whole image's features."""
     r = headless("--project", str(FX.project), "--gateway", stack.gateway_url, "--export_source", "Features",
-                 "--output_filename_format", str(tmp_path / "f"), FX.raw_arg)  # fmt: skip
-    assert r.code == 2 and "does not serve features" in r.err
-    assert not list(tmp_path.iterdir())
+                 "--output_format", "hdf5", "--output_filename_format", str(tmp_path / "f"), FX.raw_arg)  # fmt: skip
+    assert r.code == 0, r.err + stack.logs()
+    ours, attrs = read_h5(tmp_path / "f.h5")
+    project = load_project(FX.project)
+    with h5py.File(FX.raw) as f:
+        whole = PixelClassifier(project).features(f["data"][()])
+    assert ours.shape == (73, 187, len(project.feature_names)) and ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, whole)
+    assert attrs["display_mode"] == "grayscale" and "computed 6 of 6 blocks" in r.out
+
+
+def test_gateway_without_features_endpoint_is_a_clear_error(stack):
+    """An older gateway (no /features route in its OpenAPI document) is named as the reason, before anything runs."""
+    provider = GatewayProvider(stack.gateway_url)
+    try:
+        assert provider.unsupported("features") is None and provider.serves("segmentation")
+        provider.paths = {p for p in provider.paths if not p.startswith("/features/")}
+        provider._serves.clear()
+        assert "does not serve features" in provider.unsupported("features")
+    finally:
+        provider.close()
 
 
 def test_gateway_serving_other_data_is_refused(stack, tmp_path):
@@ -73,3 +94,25 @@ def test_gateway_serving_another_project_is_refused(stack, tmp_path):
 def test_unreachable_gateway(tmp_path):
     r = headless("--project", str(FX.project), "--gateway", f"127.0.0.1:{free_port()}", FX.raw_arg)
     assert r.code == 2 and "cannot reach the gateway" in r.err
+
+
+def test_time_series_through_the_gateway_equals_ilastiks_export(tmp_path):
+    """A stack serving the 5-time-point fixture: regions with a leading t, one time point per block."""
+    ts = fixtures()["ilastik-tests-5t2d2c-v122"]
+    series = Stack(tmp_path, project=ts.project, raw_file=ts.raw, raw_path="data", distributed=False, blocksize=48,
+                   dataprovider_extra=["--raw-data-axes", "tyxc"])  # fmt: skip
+    try:
+        r = headless("--project", str(ts.project), "--gateway", series.gateway_url, "--output_format", "hdf5",
+                     "--output_filename_format", str(tmp_path / "{nickname}"), ts.raw_arg)  # fmt: skip
+        assert r.code == 0, r.err + series.logs()
+        ours, attrs = read_h5(tmp_path / "5t2d2c-data.h5")
+        np.testing.assert_array_equal(ours, ts.reference_array())  # ilastik 1.2's own numbers, exactly
+        assert "computed 10 of 10 blocks" in r.out  # 5 time points x 2 blocks of 48
+        frame = tmp_path / "frame.h5"
+        with h5py.File(ts.raw) as f, h5py.File(frame, "w") as g:
+            g["data"] = f["data"][2]
+        r = headless("--project", str(ts.project), "--gateway", series.gateway_url, "--input_axes", "yxc",
+                     f"{frame}/data")  # fmt: skip
+        assert r.code == 2 and "serves a dataset of shape (33, 77) x 5 time points" in r.err
+    finally:
+        series.stop()

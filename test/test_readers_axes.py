@@ -15,6 +15,7 @@ from reader_checks import check_reader, volume
 
 from ilastikbackend.core import load_project
 from ilastikbackend.data import DataSourceError, check_channels, default_axes, open_dataset
+from ilastikbackend.export.axes import vigra_axistags_json
 from ilastikbackend.services.encoding import axistags
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -110,6 +111,42 @@ def test_training_axes_in_another_order_follow_the_file(tmp_path):
     reader = open_dataset(_h5(tmp_path / "a.h5", data, "cyx"), training_axes="yxc")
     check_reader(reader, np.moveaxis(data, 0, -1), "yxc")
     assert "in the file's order" in reader.info.axes_source
+
+
+def test_forced_training_axes_relabel_positionally_as_ilastiks_headless_mode(tmp_path):
+    """``force_training_axes``: ilastik's batch rule without our exception, the training axes win over file
+    metadata naming the same axes in another order (a file whose axistags lie is read as trained)."""
+    data = volume((30, 20, 3), np.uint8, seed=9)  # y x c, tagged as c y x
+    reader = open_dataset(_h5(tmp_path / "a.h5", data, "cyx"), training_axes="yxc", force_training_axes=True)
+    check_reader(reader, data, "yxc")
+    assert reader.info.axes_source == "project training lane" and reader.info.native_axes == "yxc"
+    # axes that cannot fit still fall back to the file's own, forced or not
+    grey = volume((30, 20), np.uint8, seed=10)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    check_reader(open_dataset(tmp_path / "grey.png", training_axes="yx", force_training_axes=True), grey, "yx")
+
+
+def test_info_names_the_files_and_the_internal_path_asked_for(tmp_path):
+    data = volume((30, 20), np.uint8, seed=16)
+    _h5(tmp_path / "one.h5", data)
+    info = open_dataset(f"{tmp_path}/one.h5/data").info
+    assert info.files == (str(tmp_path / "one.h5"),) and info.internal_path == "data"
+    assert open_dataset(tmp_path / "one.h5").info.internal_path is None  # its only dataset, not named
+    for i in range(3):
+        _h5(tmp_path / f"s_{i}.h5", data + i)
+    info = open_dataset(f"{tmp_path}/s_*.h5/data").info
+    assert info.files == tuple(str(tmp_path / f"s_{i}.h5") for i in range(3)) and info.internal_path == "data"
+    assert "files" not in info.as_json()  # server paths stay on the server
+
+
+def test_hdf5_axis_units_go_with_the_pixel_sizes(tmp_path):
+    data = volume((4, 30, 20), np.uint8, seed=17)
+    with h5py.File(tmp_path / "u.h5", "w") as f:
+        ds = f.create_dataset("data", data=data)
+        ds.attrs["axistags"] = vigra_axistags_json("zyx", {"z": 2.5, "y": 0.5, "x": 0.5})
+        ds.attrs["axis_units"] = '{"z": "micrometer", "y": "micrometer", "x": "", "t": "s"}'
+    sizes = {p.axis: (p.size, p.unit) for p in open_dataset(tmp_path / "u.h5").info.pixel_sizes}
+    assert sizes == {"z": (2.5, "micrometer"), "y": (0.5, "micrometer"), "x": (0.5, "")}
 
 
 def test_training_axes_that_cannot_fit_fall_back_to_the_files_own(tmp_path):

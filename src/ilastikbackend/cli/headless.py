@@ -1,77 +1,79 @@
 """``ilastikbackend headless``: ilastik's ``--headless`` command, computed by the services' block workers.
 
-By default every input is computed by the all-in-one services started privately in this process on
-free loopback ports (the same functions ``ilastikbackend serve`` uses: data provider, pixel
-classification service, gateway, in-process cache and worker pool); ``--gateway URL`` uses a running
-stack instead, where the project stays loaded between calls. The export itself (flags, files, resume)
-is :mod:`ilastikbackend.export.headless`.
+By default each input is computed by the services ``ilastikbackend serve`` runs (data provider, pixel
+classification service and gateway, built by the same function), started privately in this process on free
+loopback ports, one stack per input, with one in-process cache and worker pool for the whole run.
+``--gateway URL`` uses a running stack instead, where the project stays loaded between calls. Either way the
+blocks come from a gateway: probabilities, segmentation, uncertainty and features, time series with a leading
+``t``. The export itself (flags, files, resume) is :mod:`ilastikbackend.export.headless`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import signal
 import socket
 import sys
-import tempfile
 import threading
-
-import numpy as np
 
 from ilastikbackend.export.headless import ComputeBackend, GatewayBackend, HeadlessError, parse_args, run
 from ilastikbackend.export.inputs import Lane
-from ilastikbackend.export.providers import BlockProvider, GatewayProvider
+from ilastikbackend.export.providers import BlockProvider, GatewayProvider, ProviderError
 
-DEFAULT_BLOCK_2D = 256
-DEFAULT_BLOCK_3D = 64
+#: glibc's ``mallopt`` parameter number of the mmap threshold (``malloc.h``)
+M_MMAP_THRESHOLD = -3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _freed_blocks_back_to_the_system() -> None:
+    """Make the C library unmap freed block-sized buffers at once (glibc; elsewhere nothing changes).
+
+    Every block passes through a few buffers of megabytes (computed, encoded, cached, sent, decoded), on many
+    threads. glibc's adaptive mmap threshold soon serves such sizes from per-thread heaps, which keep the memory
+    once it is freed, so the process would grow far past what is in flight (``--ram-mib``). A fixed 1 MiB
+    threshold keeps every larger buffer in its own mapping, returned to the system when freed.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError, TypeError):  # not glibc (no mallopt), or no C library found
+        pass
+
+
+def _listening_socket() -> socket.socket:
+    """A socket bound to a free loopback port: the port is ours from now on, no other process can take it
+    before the server listens."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 class EmbeddedStack:
-    """Data provider, pixel classification service and gateway for one dataset, private on loopback.
+    """``serve``'s three services for one input, on free loopback ports, served by threads of this process.
 
-    Built with the functions ``ilastikbackend serve`` uses; the cache and the worker pool are shared by
-    all stacks of a run.
+    Built by :func:`ilastikbackend.cli.services.make_stack_servers`, exactly as ``serve`` builds them; the
+    cache and the worker pool are the run's.
     """
 
-    def __init__(self, backend: EmbeddedBackend, classifier, source):
-        from ilastikbackend.cli.options import make_server
-        from ilastikbackend.cli.services import _pixelclassification_app
-        from ilastikbackend.services import dataprovider, gateway
+    def __init__(self, args: argparse.Namespace, project, lane: Lane, classifier, cache, tasks):
+        from ilastikbackend.cli.options import make_budget
+        from ilastikbackend.cli.services import make_stack_servers
 
-        ns = backend.namespace(classifier)
-        dp_port, pc_port, gw_port = _free_port(), _free_port(), _free_port()
-        dp_url, pc_url = f"http://127.0.0.1:{dp_port}", f"http://127.0.0.1:{pc_port}"
-        self.servers = []
-        ns.port = dp_port
-        self.servers.append(make_server(dataprovider.create_app(source, max_roi_voxels=ns.max_roi_voxels), ns))
-        ns.port, ns.dataprovider_ip, ns.advertise_url = pc_port, dp_url, pc_url
-        app = _pixelclassification_app(
-            ns, backend.project, classifier, backend.cache, backend.tasks, source.info.as_json()
-        )
-        self.servers.append(make_server(app, ns))
-        state = gateway.GatewayState(
-            dp_url,
-            pc_url,
-            backend.cache,
-            backend.tasks,
-            lease_seconds=ns.lease_seconds,
-            timeout_seconds=ns.timeout_seconds,
-            export_dir=backend.scratch_dir,
-        )
-        ns.port = gw_port
-        self.servers.append(make_server(gateway.create_app(state, max_roi_voxels=ns.max_roi_voxels), ns))
+        sockets = [_listening_socket() for _ in range(3)]
+        try:
+            self.servers = make_stack_servers(args, project, lane.reader, classifier, cache, tasks,
+                                              make_budget(args), sockets)  # fmt: skip
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        self.gateway_url = f"http://127.0.0.1:{args.gateway_port}"
         self.closing = threading.Event()
-        for server in self.servers:
-            thread = threading.Thread(target=self._serve, args=(server,), daemon=True, name="headless-http")
+        self.threads = [threading.Thread(target=self._serve, args=(s,), daemon=True, name="headless-http")
+                        for s in self.servers]  # fmt: skip
+        for thread in self.threads:
             thread.start()
-            backend.server_threads.append(thread)
-        self.gateway_url = f"http://127.0.0.1:{gw_port}"
 
     def _serve(self, server) -> None:
         try:
@@ -81,8 +83,14 @@ class EmbeddedStack:
                 raise
 
     def close(self) -> None:
-        """Stop the servers: finish their requests, then close every socket (which ends their loops; the back
-        end waits for them once, at the end of the run)."""
+        """Stop the servers: drop queued requests, let running ones finish, close every connection. The loops
+        end within a second; the back end waits for them once, at the end of the run.
+
+        waitress has no public way to stop a server that runs in another thread: ``server.close()`` closes
+        the listening socket only, and the connections still open (the workers' and the gateway's keep-alive
+        sessions) keep its loop polling. So, as waitress's own ``MultiSocketServer.close`` does, the task
+        dispatcher is shut down and every socket of the server's map closed; an empty map ends the loop.
+        """
         from waitress import wasyncore
 
         self.closing.set()
@@ -91,51 +99,25 @@ class EmbeddedStack:
             wasyncore.close_all(server._map)
 
 
-class EmbeddedProvider(BlockProvider):
-    """Blocks of one lane from its private stack (one per time point until the services serve ``t``).
+class EmbeddedProvider(GatewayProvider):
+    """The blocks of one input from its private stack's gateway; closing it stops the stack."""
 
-    Features are computed here, per block plus halo, by the project's classifier (the worker's code
-    path without the cache: feature blocks are large and asked for once).
-    """
-
-    def __init__(self, backend: EmbeddedBackend, lane: Lane):
-        from ilastikbackend.cli.options import make_classifier
-
-        self.backend, self.lane = backend, lane
-        self.classifier = make_classifier(backend.namespace(None), backend.project, lane.spatial_shape)
-        backend.registry.add(self.classifier, lane.spatial_shape)
-        self.block_shape = backend.block_shape(lane)
-        self._gateway: GatewayProvider | None = None
-
-    @contextlib.contextmanager
-    def time_point(self, t: int):
-        stack = EmbeddedStack(self.backend, self.classifier, self.lane.time_point(t))
+    def __init__(self, stack: EmbeddedStack):
+        self.stack = stack
         try:
-            self._gateway = GatewayProvider(stack.gateway_url)
-            yield
-        finally:
-            if self._gateway is not None:
-                self._gateway.close()
-            self._gateway = None
+            super().__init__(stack.gateway_url)
+        except ProviderError:
             stack.close()
+            raise
 
-    def fetch(self, kind, t, begin, end):
-        if kind == "features":
-            return self._features(t, begin, end)
-        return self._gateway.fetch(kind, t, begin, end)
-
-    def _features(self, t, begin, end) -> np.ndarray:
-        halo, shape = self.classifier.halo, self.lane.spatial_shape
-        outer_begin = [max(0, b - h) for b, h in zip(begin, halo)]
-        outer_end = [min(n, e + h) for e, h, n in zip(end, halo, shape)]
-        raw = self.lane.read(t, outer_begin, outer_end)
-        inner_begin = [b - o for b, o in zip(begin, outer_begin)]
-        inner_end = [e - o for e, o in zip(end, outer_begin)]
-        return self.classifier.features(raw, inner_begin, inner_end)
+    def close(self) -> None:
+        super().close()
+        self.stack.close()
 
 
 class EmbeddedBackend(ComputeBackend):
-    """The default: services started in this process for every input, one cache and worker pool for all."""
+    """The default: ``serve``'s services started in this process for every input, one cache and worker pool
+    for all of them."""
 
     def __init__(self, args: argparse.Namespace, project):
         from ilastikbackend.cli.options import make_backend
@@ -147,46 +129,48 @@ class EmbeddedBackend(ComputeBackend):
             self.engine = resolve_engine(project.ilastik_version, args.feature_engine)
         except ValueError as err:
             raise HeadlessError(str(err)) from err
+        self.service_args = self._service_args()
         self.registry = ClassifierRegistry()
-        self.cache, self.tasks = make_backend(self.namespace(None), self.registry)
-        self._scratch = tempfile.TemporaryDirectory(prefix="ilastikbackend-headless-")
-        self.scratch_dir = self._scratch.name
+        self.cache, self.tasks = make_backend(self.service_args, self.registry)
         self.server_threads: list[threading.Thread] = []
 
-    def namespace(self, classifier) -> argparse.Namespace:
-        """The settings the services' start-up functions read."""
+    def _service_args(self) -> argparse.Namespace:
+        """``serve``'s options with its defaults, set for a private stack: loopback, in-process cache and
+        workers, the project handed to nobody, and the run's flags."""
+        from ilastikbackend.cli.services import serve_parser
+
         a = self.args
-        return argparse.Namespace(
-            host="127.0.0.1",
-            port=0,
-            threads=8,
-            max_roi_voxels=1 << 26,
-            verbose=False,
-            blocksize=a.blocksize,
-            feature_engine=a.feature_engine,
-            clear_cache=False,
-            lease_seconds=120.0,
-            timeout_seconds=3600.0,
-            redis_url=None,
-            amqp_url=None,
-            queue="ilastik.blocks",
-            workers=max(1, a.workers),
-            cache_mib=max(1, a.cache_mib),
-            project=self.project.path,
-            engine_choice=self.engine,
-            dataprovider_ip=None,
-            advertise_url=None,
-        )
+        ns = serve_parser().parse_args(["--raw-data-file", a.inputs[0], "--project", self.project.path])
+        ns.host = "127.0.0.1"
+        ns.redis_url = ns.amqp_url = ns.project_download_token = None
+        ns.workers, ns.cache_mib = max(1, a.workers), max(1, min(a.cache_mib, a.ram_mib // 2))
+        ns.blocksize, ns.feature_engine, ns.verbose = a.blocksize, a.feature_engine, a.verbose
+        ns.threads = max(8, a.parallel + 2, ns.workers + 2)  # every request in flight, every worker's read
+        ns.timeout_seconds = 3600.0  # a request waits behind the blocks the run queued before it
+        return ns
 
     def block_shape(self, lane: Lane) -> tuple[int, ...]:
+        from ilastikbackend.services.pixelclassification import DEFAULT_BLOCK_2D, DEFAULT_BLOCK_3D
+
         ndim = len(lane.spatial_shape)
         size = self.args.blocksize or (DEFAULT_BLOCK_2D if ndim == 2 else DEFAULT_BLOCK_3D)
         if size < 1:
             raise HeadlessError(f"--blocksize must be positive, got {size}")
         return (size,) * ndim
 
-    def open(self, lane: Lane) -> BlockProvider:
-        return EmbeddedProvider(self, lane)
+    def open(self, lane: Lane, held_bytes: int = 0) -> BlockProvider:
+        from ilastikbackend.cli.options import make_classifier
+
+        # The cache only hands blocks from the workers to the export, which asks for each once: it must hold
+        # the blocks in flight (else they are evicted before they are read), and needs little more.
+        self.cache.max_bytes = max(self.service_args.cache_mib << 20, held_bytes + held_bytes // 4)
+        ns = self.service_args
+        ns.raw_data_file = lane.given
+        classifier = make_classifier(ns, self.project, lane.spatial_shape)
+        self.registry.add(classifier, lane.spatial_shape)
+        stack = EmbeddedStack(ns, self.project, lane, classifier, self.cache, self.tasks)
+        self.server_threads.extend(stack.threads)
+        return EmbeddedProvider(stack)
 
     def fingerprint(self) -> dict:
         return {"feature_engine": self.engine.name}
@@ -196,7 +180,6 @@ class EmbeddedBackend(ComputeBackend):
         self.cache.close()
         for thread in self.server_threads:  # no server loop outlives the run
             thread.join(timeout=5)
-        self._scratch.cleanup()
 
 
 def headless_main(argv=None) -> None:
@@ -207,18 +190,21 @@ def headless_main(argv=None) -> None:
 
         build_parser().print_help()
         raise SystemExit(0)
-    from ilastikbackend.cli.options import fail
+    from ilastikbackend.cli.options import fail, start
     from ilastikbackend.core import ProjectError, load_project
 
     try:
         args = parse_args(argv)
     except HeadlessError as err:
         fail(str(err))
+    start(args, logs=False)
+    _freed_blocks_back_to_the_system()
     try:
         project = load_project(args.project)
     except ProjectError as err:
         fail(f"cannot use {args.project}: {err}")
     backend = None
+    again = "run the same command again to continue where it stopped"
     try:
         backend = GatewayBackend(args.gateway, project) if args.gateway else EmbeddedBackend(args, project)
         run(args, backend, project)
@@ -226,8 +212,12 @@ def headless_main(argv=None) -> None:
         print(file=sys.stderr)
         fail(str(err))
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue where it stopped", file=sys.stderr)
+        print(f"\ninterrupted: {again}", file=sys.stderr)
         raise SystemExit(130) from None
+    except SystemExit as exit_:
+        if exit_.code == 128 + signal.SIGTERM:  # see scratch.exit_on_sigterm
+            print(f"\nterminated: {again}", file=sys.stderr)
+        raise
     finally:
         if backend is not None:
             backend.close()

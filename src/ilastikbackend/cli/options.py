@@ -54,9 +54,13 @@ def common_args(p: argparse.ArgumentParser, port: int) -> None:
     server_args(p)
 
 
-def start(args) -> None:
-    """What every command does first: logs, the scratch folder's place, SIGTERM as a clean exit."""
-    configure_logging(getattr(args, "verbose", False))
+def start(args, *, logs: bool = True) -> None:
+    """What every command does first: logs, the scratch folder's place, SIGTERM as a clean exit.
+
+    ``logs=False``: a command whose own output is for people (headless's progress and results) logs only
+    with ``--verbose``."""
+    if logs or getattr(args, "verbose", False):
+        configure_logging(getattr(args, "verbose", False))
     scratch.configure(getattr(args, "temp_dir", None))
     scratch.exit_on_sigterm()
 
@@ -263,12 +267,14 @@ def project_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clear-cache", action="store_true", help="drop this project's cached blocks at start-up")
 
 
-def make_server(app, args):
+def make_server(app, args, sock=None):
+    """A waitress server for ``app`` listening on ``args.host:args.port``, or on ``sock`` (bound already)."""
     from waitress import create_server
 
+    listen = {"host": args.host, "port": args.port} if sock is None else {"sockets": [sock]}
     try:
-        server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident=app.name,
-                               channel_timeout=600, connection_limit=1000)  # fmt: skip
+        server = create_server(app, threads=args.threads, ident=app.name, channel_timeout=600, connection_limit=1000,
+                               **listen)  # fmt: skip
     except OSError as err:
         fail(f"{app.name} cannot listen on {args.host}:{args.port}: {err.strerror or err}")
     app.config["LISTENING"] = (args.host, args.port)

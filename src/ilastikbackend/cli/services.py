@@ -209,7 +209,6 @@ def _serve_all(args, on_ready=None) -> None:
     """Start the three services in this process (one memory budget for all); ``on_ready(args, stop)``
     runs in a thread once they listen, and may set ``stop`` to end serving."""
     start(args)
-    from ilastikbackend.services import dataprovider, gateway
     from ilastikbackend.services.worker import ClassifierRegistry
 
     project = load_project(args)
@@ -218,26 +217,58 @@ def _serve_all(args, on_ready=None) -> None:
     registry = ClassifierRegistry()
     registry.add(classifier, source.info.spatial_shape)
     cache, tasks = make_backend(args, registry)
-    budget = make_budget(args)
-    dp_url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.dataprovider_port}"
-    pc_url = dp_url.rsplit(":", 1)[0] + f":{args.pixelclassification_port}"
-    servers = []
-    args.port = args.dataprovider_port
-    servers.append(make_server(dataprovider.create_app(source, max_roi_voxels=args.max_roi_voxels, budget=budget),
-                               args))  # fmt: skip
-    args.port, args.dataprovider_ip, args.advertise_url = args.pixelclassification_port, dp_url, None
-    info = source.info.as_json()
-    servers.append(make_server(_pixelclassification_app(args, project, classifier, cache, tasks, info, budget), args))
-    args.port = args.gateway_port
-    state = gateway.GatewayState(dp_url, pc_url, cache, tasks, lease_seconds=args.lease_seconds,
-                                 timeout_seconds=args.timeout_seconds, exports=make_exports(args))  # fmt: skip
-    servers.append(make_server(gateway.create_app(state, max_roi_voxels=args.max_roi_voxels, budget=budget), args))
+    servers = make_stack_servers(args, project, source, classifier, cache, tasks, make_budget(args))
     stop = threading.Event()
     if on_ready is not None:
         threading.Thread(target=on_ready, args=(args, stop), daemon=True).start()
     run_servers(servers, stop)
     if getattr(args, "exit_code", 0):
         raise SystemExit(args.exit_code)
+
+
+def make_stack_servers(args, project, source, classifier, cache, tasks, budget, sockets=None) -> list:
+    """The data provider, pixel classification service and gateway of ``serve`` for one dataset, created
+    (listening, not yet serving) on ``args.host``: what ``serve`` runs, and ``headless`` runs privately.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``serve``'s options (:func:`serve_parser`); the ports are ``args.dataprovider_port``,
+        ``args.pixelclassification_port`` and ``args.gateway_port``.
+    project, source, classifier, cache, tasks, budget
+        What the services share: the project, the raw data (a :class:`~ilastikbackend.data.Reader`), the
+        classifier for it, the block cache and task queue, one memory budget.
+    sockets : sequence of 3 sockets, optional
+        Already bound listening sockets for the three services (e.g. on port 0); their ports replace those
+        in ``args``.
+
+    Returns
+    -------
+    list
+        The three waitress servers, gateway last (:func:`~ilastikbackend.cli.options.run_servers` runs them).
+    """
+    from ilastikbackend.services import dataprovider, gateway
+
+    sockets = list(sockets) if sockets is not None else [None, None, None]
+    if sockets[0] is not None:
+        args.dataprovider_port, args.pixelclassification_port, args.gateway_port = (s.getsockname()[1] for s in sockets)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    dp_url = f"http://{host}:{args.dataprovider_port}"
+    pc_url = f"http://{host}:{args.pixelclassification_port}"
+    servers = []
+    args.port = args.dataprovider_port
+    servers.append(make_server(dataprovider.create_app(source, max_roi_voxels=args.max_roi_voxels, budget=budget),
+                               args, sockets[0]))  # fmt: skip
+    args.port, args.dataprovider_ip, args.advertise_url = args.pixelclassification_port, dp_url, None
+    info = source.info.as_json()
+    app = _pixelclassification_app(args, project, classifier, cache, tasks, info, budget)
+    servers.append(make_server(app, args, sockets[1]))
+    args.port = args.gateway_port
+    state = gateway.GatewayState(dp_url, pc_url, cache, tasks, lease_seconds=args.lease_seconds,
+                                 timeout_seconds=args.timeout_seconds, exports=make_exports(args))  # fmt: skip
+    servers.append(make_server(gateway.create_app(state, max_roi_voxels=args.max_roi_voxels, budget=budget), args,
+                               sockets[2]))  # fmt: skip
+    return servers
 
 
 DEMO_REGION = ((10, 10), (100, 150))

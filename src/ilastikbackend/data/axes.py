@@ -8,7 +8,8 @@ Where the axes come from, strongest first (``../shared/ILASTIK-INPUTS.md`` secti
 1. explicit axes (``--raw-data-axes``; ilastik's ``--input_axes``), applied positionally;
 2. the axes the project stored for its (last) training lane, applied positionally as ilastik's headless
    mode does -- unless they cannot fit, where ilastik fails and we fall back to the file's own axes when
-   they are unambiguous;
+   they are unambiguous, or the file's metadata names the same axes in another order, where its order wins
+   (ilastik would relabel positionally; ``force_training_axes`` asks for exactly that);
 3. the file's own metadata (HDF5 axistags, OME, ImageJ, N5 ``axes``, ...);
 4. ilastik's guess by the number of dimensions (2D ``yx``; 3D ``yxc`` if the last axis has at most 4
    entries else ``zyx``; 4D ``zyxc``; 5D ``tzyxc``).
@@ -68,6 +69,11 @@ class DatasetInfo:
         The path as given.
     scale : str or None
         The multiscale level served (OME-Zarr), else None.
+    files : tuple of str
+        The files (or container folders) the data is read from, in order: one, or every file of a sequence.
+    internal_path : str or None
+        The dataset inside the container(s) as it was asked for (``file.h5/volume/data`` gives
+        ``"volume/data"``); None where none was named (a container's only dataset).
     """
 
     shape: tuple[int, ...]
@@ -81,6 +87,8 @@ class DatasetInfo:
     format: str = ""
     path: str = ""
     scale: str | None = None
+    files: tuple[str, ...] = ()
+    internal_path: str | None = None
 
     @property
     def region_axes(self) -> str:
@@ -203,9 +211,12 @@ def decide_axes(
     *,
     explicit: str | None = None,
     training: str | None = None,
+    force_training: bool = False,
     what: str = "the data",
 ) -> AxesDecision:
-    """The axes of a dataset of ``shape`` (native order), by ilastik's precedence (see module docstring)."""
+    """The axes of a dataset of ``shape`` (native order), by ilastik's precedence (see module docstring);
+    ``force_training``: training axes that fit are applied positionally even where the file's metadata names
+    the same axes in another order (ilastik's headless batch mode)."""
     ndim = len(shape)
     if explicit:
         axes = explicit.strip().lower()
@@ -219,7 +230,8 @@ def decide_axes(
     if training and axes_problem(training.lower()) is None:
         training = training.lower()
         if len(training) == ndim:
-            if found.axes and found.axes != training and sorted(found.axes) == sorted(training):
+            reordered = found.axes and found.axes != training and sorted(found.axes) == sorted(training)
+            if reordered and not force_training:
                 # The file's metadata names the same axes in another order: positional relabelling would
                 # transpose the data, so the file's own order wins (ilastik would fail its channel check).
                 log_event("raw_axes_from_file", file=what, file_axes=found.axes, training_axes=training)

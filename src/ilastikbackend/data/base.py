@@ -27,6 +27,8 @@ class OpenOptions:
     internal_path: str | None = None
     axes: str | None = None
     training_axes: str | None = None
+    #: apply fitting training axes positionally even over file metadata naming them in another order
+    force_training_axes: bool = False
     stack_along: str = "z"
     scale: str | None = None
     working_scale: str | None = None
@@ -45,6 +47,7 @@ class NativeData:
     identity: str  # what makes this dataset this dataset: path, size, mtime, internal path, ...
     scale: str | None = None
     extra: dict = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # the files read (a sequence's); default: the path opened
 
 
 class MappedFileGuard:
@@ -102,6 +105,8 @@ class Reader:
         self.path = path
         self.options = options
         native = self._open(path, options)
+        if not native.files:
+            native.files = (path,)
         self._setup(native, options)
 
     # -- what a format implements -------------------------------------------------------------------------
@@ -122,7 +127,7 @@ class Reader:
         if any(n < 1 for n in shape):
             raise DataSourceError(f"{self.path} holds no data: its shape is {shape}")
         decision = decide_axes(shape, native.file_axes, explicit=options.axes, training=options.training_axes,
-                               what=self.path)  # fmt: skip
+                               force_training=options.force_training_axes, what=self.path)  # fmt: skip
         layout = canonical_layout(decision.axes, shape, decision.drop_c)
         self._layout = layout
         canonical_shape = tuple(shape[i] for i in layout.order)
@@ -137,7 +142,7 @@ class Reader:
             shape=canonical_shape, dtype=str(dtype), axes=layout.canonical_axes,
             dataset_id=hashlib.sha256(key.encode()).hexdigest()[:16], axes_source=decision.source,
             native_axes=decision.axes, native_shape=shape, pixel_sizes=pixel_sizes, format=self.format_name,
-            path=self.path, scale=native.scale,
+            path=self.path, scale=native.scale, files=tuple(native.files), internal_path=options.internal_path,
         )  # fmt: skip
         self._dtype = dtype
         if options.check_first_voxel:

@@ -17,6 +17,7 @@ def open_dataset(
     internal_path: str | None = None,
     axes: str | None = None,
     training_axes: str | None = None,
+    force_training_axes: bool = False,
     stack_along: str = "z",
     scale: str | None = None,
     working_scale: str | None = None,
@@ -37,7 +38,11 @@ def open_dataset(
         Explicit axes in the file's order, e.g. ``"zyxc"``: override everything.
     training_axes : str, optional
         The axes the project stored for its last training lane (``Project.training_axes``); applied
-        positionally as ilastik's headless mode does, unless they cannot fit (then the file's own axes).
+        positionally as ilastik's headless mode does, unless they cannot fit (then the file's own axes), or the
+        file's metadata names the same axes in another order (then its order, unless ``force_training_axes``).
+    force_training_axes : bool
+        Apply ``training_axes`` that fit positionally whatever the file says, exactly as ilastik's headless
+        batch mode does (``ilastikbackend headless``).
     stack_along : {"z", "t", "c"}
         How a sequence of files is stacked (ilastik's ``--stack_along``).
     scale : str, optional
@@ -77,7 +82,8 @@ def open_dataset(
                               "give it once")  # fmt: skip
     options = OpenOptions(
         internal_path=internal_path or inner, axes=axes or None, training_axes=training_axes or None,
-        stack_along=stack_along or "z", scale=scale, working_scale=working_scale or None, format=format or None,
+        force_training_axes=force_training_axes, stack_along=stack_along or "z", scale=scale,
+        working_scale=working_scale or None, format=format or None,
     )  # fmt: skip
     reader = open_with_registry(outer, options)
     info = reader.info

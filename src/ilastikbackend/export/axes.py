@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-AXIS_KEYS = "tzyxc"
+from ilastikbackend.data.axes import axes_problem
+
 #: vigra's AxisType flags (``vigra/axistags.hxx``): Channels=1, Space=2, Angle=4, Time=8, Frequency=16, Unknown=32.
 TYPE_FLAGS = {"c": 1, "z": 2, "y": 2, "x": 2, "t": 8}
 
@@ -27,12 +28,9 @@ class AxesError(ValueError):
 def parse_axiskeys(text: str, option: str = "--input_axes") -> str:
     """Axis keys as ilastik accepts them: letters of ``xyztc``, no repeats, with ``x`` and ``y``."""
     keys = text.strip().lower()
-    if not keys or set(keys) - set(AXIS_KEYS):
-        raise AxesError(f"{option} must be made of the letters t, z, y, x, c; got {text!r}")
-    if len(set(keys)) != len(keys):
-        raise AxesError(f"{option} repeats an axis: {text!r}")
-    if "x" not in keys or "y" not in keys:
-        raise AxesError(f"{option} must contain x and y: {text!r}")
+    problem = axes_problem(keys) if keys else "no axes given"
+    if problem:
+        raise AxesError(f"{option} {text!r}: {problem}")
     return keys
 
 
@@ -87,29 +85,6 @@ def vigra_axistags_json(
     return '{\n  "axes": [\n' + ",\n".join(entries) + "\n  ]\n}"
 
 
-def parse_vigra_axistags(text: str | bytes) -> list[dict]:
-    """The axes of an axistags JSON attribute: ``[{"key", "resolution", "description"}, ...]``."""
-    import json
-
-    if isinstance(text, bytes):
-        text = text.decode()
-    axes = json.loads(text)["axes"]
-    return [
-        {
-            "key": str(a["key"]).lower(),
-            "resolution": float(a.get("resolution", 0) or 0),
-            "description": str(a.get("description", "")),
-        }
-        for a in axes
-    ]
-
-
-def pipeline_axes(tagged_shape: Mapping[str, int]) -> str:
-    """ilastik's internal order: every non-singleton axis of ``tzyx`` (plus ``y`` and ``x``), then ``c``."""
-    keys = "".join(a for a in "tzyx" if a in "yx" or tagged_shape.get(a, 1) > 1)
-    return keys + "c"
-
-
 def determine_block_shape(max_shape: Sequence[int], target_volume: float) -> tuple[int, ...]:
     """lazyflow's ``determineBlockShape``: a block near ``target_volume`` pixels, as cubic as the shape allows.
 
@@ -137,11 +112,10 @@ def determine_block_shape(max_shape: Sequence[int], target_volume: float) -> tup
 
 @dataclass(frozen=True)
 class AxisMeta:
-    """What is known about one axis besides its size: pixel size (0 = unknown), unit, description."""
+    """What is known about one axis besides its size: pixel size (0 = unknown) and unit."""
 
     resolution: float = 0.0
     unit: str = ""
-    description: str = ""
 
 
 @dataclass
@@ -155,13 +129,6 @@ class Frame:
     def __post_init__(self):
         if len(self.axes) != len(self.shape):
             raise AxesError(f"axes {self.axes!r} do not fit shape {tuple(self.shape)}")
-
-    def size(self, axis: str) -> int:
-        return self.shape[self.axes.index(axis)] if axis in self.axes else 1
-
-    @property
-    def tagged(self) -> dict[str, int]:
-        return dict(zip(self.axes, self.shape))
 
 
 def reorder_block(block: np.ndarray, src_axes: str, dst_axes: str) -> np.ndarray:

@@ -24,20 +24,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ilastikbackend.data import DataReadError
 from ilastikbackend.export.axes import AxesError, parse_axiskeys
 from ilastikbackend.export.convert import EXPORT_DTYPES, Conversion, ConversionError, parse_range
 from ilastikbackend.export.formats import FORMATS, FormatMismatch, OutputSpec, format_spec, make_writer
-from ilastikbackend.export.inputs import InputError, Lane, open_lane
+from ilastikbackend.export.inputs import STACK_AXES, InputError, Lane, open_lane
 from ilastikbackend.export.naming import NamingError, format_known_keys, replace_extension
 from ilastikbackend.export.progress import Progress
 from ilastikbackend.export.providers import BlockProvider, GatewayProvider, ProviderError
 from ilastikbackend.export.resume import ResumeRecord
-from ilastikbackend.export.run import LaneJob, export_lane, plan_units
+from ilastikbackend.export.run import LaneJob, export_lane, held_bytes, plan_units
 from ilastikbackend.export.sources import EXPORT_SOURCES, SourceSetup, export_source
 
 DEFAULT_FILENAME_FORMAT = "{dataset_dir}/{nickname}_{result_type}"
 DEFAULT_OUTPUT_FORMAT = "compressed hdf5"  # ilastik >= 1.4.2 (1.4.0: hdf5)
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: inputs identified by the data layer
 
 #: ilastik flags we do not offer, and what to do instead.
 UNSUPPORTED_FLAGS = {
@@ -143,7 +144,9 @@ def build_parser(prog: str = "ilastikbackend headless") -> argparse.ArgumentPars
         action="store_true",
         help="use the files' own axes, not the training data's",
     )
-    il.add_argument("--stack_along", "--stack-along", default="z", help="axis to stack several files along (z)")
+    il.add_argument(
+        "--stack_along", "--stack-along", default="z", help="axis to stack several files along: z (default), t or c"
+    )
     il.add_argument(
         "--preconvert_stacks",
         "--preconvert-stacks",
@@ -161,7 +164,12 @@ def build_parser(prog: str = "ilastikbackend headless") -> argparse.ArgumentPars
     ours.add_argument("--parallel", type=int, default=None, help="blocks requested at once (default 2 x workers)")
     ours.add_argument("--blocksize", type=int, default=None, help="embedded block edge (default 256 in 2D, 64 in 3D)")
     ours.add_argument("--feature-engine", default=None, help="vigra or fastfilters (default: from the project)")
-    ours.add_argument("--cache-mib", type=int, default=64, help="embedded block cache bound in MiB (64)")
+    ours.add_argument(
+        "--cache-mib",
+        type=int,
+        default=64,
+        help="embedded block cache bound in MiB (64; at most half of --ram-mib: it hands blocks to the export)",
+    )
     ours.add_argument(
         "--ram-mib",
         type=int,
@@ -170,6 +178,13 @@ def build_parser(prog: str = "ilastikbackend headless") -> argparse.ArgumentPars
         "when they are large (e.g. many feature channels)",
     )
     ours.add_argument("--quiet", action="store_true", help="no progress line")
+    ours.add_argument("--verbose", action="store_true", help="log what the embedded services do (to stderr)")
+    ours.add_argument(
+        "--temp-dir",
+        default=None,
+        help="where this run's scratch folder goes (default $ILASTIKBACKEND_TMPDIR or the system's temp dir); "
+        "removed on exit",
+    )
     return p
 
 
@@ -218,8 +233,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             args.cutout = parse_cutout(args.cutout_subregion)
     except (ValueError, FormatMismatch, ConversionError, AxesError) as err:
         raise HeadlessError(str(err)) from err
-    if args.stack_along.lower() not in ("t", "z", "y", "x", "c"):
-        raise HeadlessError(f"--stack_along must be one of t, z, y, x, c; got {args.stack_along!r}")
+    if args.stack_along.lower() not in STACK_AXES:
+        raise HeadlessError(f"--stack_along must be one of {', '.join(STACK_AXES)}; got {args.stack_along!r}")
     if args.parallel is None:
         args.parallel = 2 * max(1, args.workers)
     return args
@@ -320,8 +335,9 @@ class ComputeBackend(ABC):
         """The workers' blocking of this lane (known before anything is computed)."""
 
     @abstractmethod
-    def open(self, lane: Lane) -> BlockProvider:
-        """A provider for this lane's blocks; closed by the caller."""
+    def open(self, lane: Lane, held_bytes: int = 0) -> BlockProvider:
+        """A provider for this lane's blocks, closed by the caller, which asks for at most ``held_bytes`` of
+        computed blocks at once."""
 
     def unsupported(self, kind: str, lane: Lane) -> str | None:
         return None
@@ -352,39 +368,41 @@ class GatewayBackend(ComputeBackend):
     def block_shape(self, lane: Lane) -> tuple[int, ...]:
         return self.provider.block_shape
 
+    def _served(self) -> str:
+        p = self.provider
+        return f"{p.spatial_shape}" + (f" x {p.time_points} time points" if p.time_points is not None else "")
+
     def unsupported(self, kind: str, lane: Lane) -> str | None:
-        served = tuple(int(n) for n in self.provider.info.get("dataset_shape", ()))
-        if lane.time_points > 1 and len(served) != len(lane.spatial_shape) + 1:
+        if lane.time_points > 1 and self.provider.time_points is None:
             return (
-                f"{lane.paths[0]} is a time series ({lane.time_points} time points); the gateway at "
-                f"{self.provider.url} serves {len(served)}D data without a time axis"
+                f"{lane.given} is a time series ({lane.time_points} time points); the gateway at "
+                f"{self.provider.url} serves data without a time axis"
             )
         return self.provider.unsupported(kind)
 
-    def open(self, lane: Lane) -> BlockProvider:
-        served = tuple(int(n) for n in self.provider.info.get("dataset_shape", ()))
-        self.provider.time_axis = len(served) == len(lane.spatial_shape) + 1
-        spatial = served[1:] if self.provider.time_axis else served
-        if spatial != lane.spatial_shape:
+    def open(self, lane: Lane, held_bytes: int = 0) -> BlockProvider:
+        p = self.provider
+        if p.spatial_shape != lane.spatial_shape or (p.time_points or 1) != lane.time_points:
+            ours = f"{lane.spatial_shape}" + (f" x {lane.time_points} time points" if lane.time_points > 1 else "")
             raise HeadlessError(
-                f"the gateway at {self.provider.url} serves a dataset of shape {served}, "
-                f"{lane.paths[0]} has {lane.spatial_shape}: a running stack exports the dataset "
-                "it serves"
+                f"the gateway at {p.url} serves a dataset of shape {self._served()}, {lane.given} has {ours}: "
+                "a running stack exports the dataset it serves"
             )
-        # the same shape is not enough: compare a patch of raw data in the middle
-        begin = [max(0, n // 2 - 8) for n in spatial]
-        end = [min(n, b + 16) for b, n in zip(begin, spatial)]
-        try:
-            theirs = self.provider.raw(0, begin, end)
-        except ProviderError as err:
-            raise HeadlessError(str(err)) from err
-        ours = lane.read(0, begin, end)
-        if theirs.shape != ours.shape or not np.array_equal(theirs.reshape(ours.shape), ours):
-            raise HeadlessError(
-                f"the gateway at {self.provider.url} serves other data than {lane.paths[0]} "
-                "(a running stack exports the dataset it serves)"
-            )
-        return _Shared(self.provider)
+        # the same shape is not enough: compare a patch of raw data in the middle, first and last time point
+        begin = [max(0, n // 2 - 8) for n in lane.spatial_shape]
+        end = [min(n, b + 16) for b, n in zip(begin, lane.spatial_shape)]
+        for t in sorted({0, lane.time_points - 1}):
+            try:
+                theirs = p.raw(t, begin, end)
+            except ProviderError as err:
+                raise HeadlessError(str(err)) from err
+            ours = lane.read(t, begin, end)
+            if theirs.size != ours.size or not np.array_equal(theirs.reshape(ours.shape), ours):
+                raise HeadlessError(
+                    f"the gateway at {p.url} serves other data than {lane.given} "
+                    "(a running stack exports the dataset it serves)"
+                )
+        return _Shared(p)
 
     def fingerprint(self) -> dict:
         return self.provider.fingerprint()
@@ -402,9 +420,6 @@ class _Shared(BlockProvider):
 
     def fetch(self, kind, t, begin, end):
         return self.inner.fetch(kind, t, begin, end)
-
-    def time_point(self, t):
-        return self.inner.time_point(t)
 
 
 # -- planning ------------------------------------------------------------------------------------------
@@ -430,7 +445,7 @@ def _cutout(args, lane: Lane, channels: int) -> tuple[dict[str, int], dict[str, 
     start, stop = args.cutout
     if len(start) != len(axes):
         raise HeadlessError(
-            f"--cutout_subregion has {len(start)} values per tuple; {lane.paths[0]} is exported "
+            f"--cutout_subregion has {len(start)} values per tuple; {lane.given} is exported "
             f"in the axes '{axes}' ({len(axes)} values, e.g. "
             f"'[({', '.join(['None'] * len(axes))}),({', '.join(['None'] * len(axes))})]')"
         )
@@ -494,9 +509,10 @@ def output_path(args, lane: Lane, source_name: str, fmt_spec, begin, end) -> tup
 
 def plan_lane(args, project, backend: ComputeBackend, path: str, index: int) -> LaneJob:
     """Open one input and decide its whole export; nothing is computed yet."""
-    training = None if args.ignore_training_axistags else (project.raw_axes or None)
-    lane = open_lane(path, input_axes=args.input_axes, training_axes=training, stack_along=args.stack_along)
-    where = f"{path} (axes '{lane.file_axes}' from {lane.axes_reason}, shape {lane.array.shape})"
+    training = None if args.ignore_training_axistags else (project.training_axes or None)
+    lane = open_lane(path, input_axes=args.input_axes, training_axes=training, stack_along=args.stack_along,
+                     working_scale=project.working_scale)  # fmt: skip
+    where = f"{path} (axes '{lane.file_axes}' from {lane.axes_reason}, shape {lane.info.native_shape})"
     if len(lane.spatial_axes) != project.spatial_ndim:
         raise HeadlessError(
             f"the project was trained on {project.spatial_ndim}D data, {where} is "
@@ -588,7 +604,7 @@ def _check_shared_outputs(jobs: list[LaneJob]) -> None:
     say so for the others."""
     seen: dict[str, str] = {}
     for job in jobs:
-        shown, source = job.extra["shown"], job.lane.paths[0]
+        shown, source = job.extra["shown"], job.lane.given
         if shown in seen:
             message = f"{seen[shown]} and {source} both write {shown}; put {{nickname}} in --output_filename_format"
             if not job.writer.overwrites:
@@ -614,13 +630,15 @@ def run(args: argparse.Namespace, backend: ComputeBackend, project, *, stream=No
     written = []
     for job in jobs:
         start = time.monotonic()
-        provider = backend.open(job.lane) if job.source.kind != "labels" else None
+        provider = None
         try:
+            if job.source.kind != "labels":
+                provider = backend.open(job.lane, held_bytes(job, args.parallel, max(1, args.ram_mib) << 20))
             computed = export_lane(
                 job, provider, progress, parallel=args.parallel, ram_bytes=max(1, args.ram_mib) << 20
             )
-        except ProviderError as err:
-            raise HeadlessError(f"{job.lane.paths[0]}: {err}") from err
+        except (ProviderError, DataReadError) as err:
+            raise HeadlessError(f"{job.lane.given}: {err}") from err
         finally:
             if provider is not None:
                 provider.close()

@@ -1,11 +1,10 @@
-"""Names as ilastik gives them: ``{placeholder}`` filling with unknown keys kept, nicknames, internal paths.
+"""Names as ilastik gives them: ``{placeholder}`` filling with unknown keys kept, nicknames, extensions.
 
 See ILASTIK-HEADLESS.md §1a and §4 for the rules and their sources in ilastik.
 """
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import re
@@ -13,12 +12,9 @@ import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-#: Extensions after which a path continues inside the file (lazyflow's ``PathComponents``).
-CONTAINER_EXTENSIONS = (".h5", ".hdf5", ".ilp", ".n5", ".npz")
-
 
 class NamingError(ValueError):
-    """A filename template or input path that cannot be used; the message says why."""
+    """A filename template that cannot be used; the message says why."""
 
 
 def format_known_keys(template: str, known: Mapping[str, object], *, strict: bool = True) -> str:
@@ -51,8 +47,14 @@ def format_known_keys(template: str, known: Mapping[str, object], *, strict: boo
         return template
 
 
-def split_internal_path(path: str) -> tuple[str, str]:
-    """``("file.h5", "volume/data")`` for ``file.h5/volume/data``: split at the last container extension."""
+#: Extensions after which a path continues inside the file (lazyflow's ``PathComponents``).
+CONTAINER_EXTENSIONS = (".h5", ".hdf5", ".ilp", ".n5", ".npz")
+
+
+def path_components(path: str) -> tuple[str, str]:
+    """lazyflow's ``PathComponents`` as nicknames use them: ``("d/file.n5", "volume/data")`` for
+    ``d/file.n5/volume/data``, split after the last container extension (the data layer opens such a path
+    as the folder it is, so its nickname needs ilastik's reading of it)."""
     lower = path.lower()
     best = -1
     for ext in CONTAINER_EXTENSIONS:
@@ -97,32 +99,6 @@ def nickname(paths: Sequence[str], internal_paths: Sequence[str] = ()) -> str:
         if inner:
             name = f"{name}-{inner}"
     return name.replace("*", "")
-
-
-def expand_input(path: str, cwd: str | None = None) -> list[tuple[str, str]]:
-    """One command-line input as (file, internal path) pairs: ``:``-separated parts, globs expanded and sorted.
-
-    ilastik takes ``a.h5/data``, ``"slices/*.png"`` (one stacked lane), ``a.png:b.png`` (a stack too).
-    """
-    cwd = cwd or os.getcwd()
-    if "://" in path:
-        raise NamingError(f"{path}: URL inputs are not supported; give a local file")
-    found: list[tuple[str, str]] = []
-    for part in path.split(os.pathsep):
-        if not part:
-            continue
-        external, internal = split_internal_path(os.path.expanduser(part))
-        external = external if os.path.isabs(external) else os.path.join(cwd, external)
-        if glob.has_magic(external):
-            matches = sorted(glob.glob(external))
-            if not matches:
-                raise NamingError(f"no file matches {part!r}")
-            found.extend((m, internal) for m in matches)
-        else:
-            found.append((os.path.normpath(external), internal))
-    if not found:
-        raise NamingError(f"empty input path {path!r}")
-    return found
 
 
 def replace_extension(path: str, extension: str) -> str:

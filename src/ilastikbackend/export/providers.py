@@ -1,24 +1,24 @@
-"""Where exported blocks come from: a running gateway over HTTP (the services' block workers).
+"""Where exported blocks come from: a gateway over HTTP (the services' block workers).
 
 ``GET {gateway}/prediction/npy/roi?extents_min=..&extents_max=..`` answers the probabilities of a region;
-``/segmentation/<fmt>/roi``, ``/uncertainty/<fmt>/roi`` and ``/features/<fmt>/roi`` take the same region
-(with a leading ``t`` coordinate when the dataset is a time series). Where a gateway lacks the
-segmentation or uncertainty endpoint, they are derived here from the probability blocks, exactly as the
-services derive them; features need their endpoint (or the embedded back end, which computes them
-through the project's classifier, see ``ilastikbackend.cli.headless``).
+``/segmentation/<fmt>/roi``, ``/uncertainty/<fmt>/roi`` and ``/features/<fmt>/roi`` take the same region,
+with a leading ``t`` coordinate when the gateway serves a time series (``time_points`` in its
+``/prediction/info``). Where an older gateway lacks the segmentation or uncertainty endpoint, they are
+derived here from the probability blocks with the services' own functions (:mod:`ilastikbackend.core.derived`);
+features need their endpoint. The embedded back end of ``ilastikbackend headless`` is such a gateway too,
+private to the run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ilastikbackend.export.sources import simple_segmentation, uncertainty
+from ilastikbackend.core.derived import simple_segmentation, uncertainty
 
 ENDPOINTS = {
     "probabilities": "prediction",
@@ -53,11 +53,6 @@ class BlockProvider(ABC):
         """Why ``kind`` cannot be had from here (None: it can)."""
         return None
 
-    @contextlib.contextmanager
-    def time_point(self, t: int) -> Iterator[None]:
-        """Scope in which blocks of time point ``t`` are fetched (one time point at a time)."""
-        yield
-
     def fingerprint(self) -> dict:
         """What the numbers depend on besides the project and the data (feature engine...)."""
         return {}
@@ -77,11 +72,12 @@ class GatewayProvider(BlockProvider):
     ----------
     url : str
         The gateway's base URL.
-    time_axis : bool
-        Whether regions carry a leading ``t`` coordinate (a time series served as one dataset).
+    time_axis : bool, optional
+        Whether regions carry a leading ``t`` coordinate; default: whether the gateway serves a time series
+        (its ``/prediction/info`` has ``time_points``).
     """
 
-    def __init__(self, url: str, *, time_axis: bool = False, timeout: float = 3600.0):
+    def __init__(self, url: str, *, time_axis: bool | None = None, timeout: float = 3600.0):
         import requests
 
         self.url = url.rstrip("/")
@@ -100,6 +96,10 @@ class GatewayProvider(BlockProvider):
         except (requests.RequestException, ValueError) as err:
             raise ProviderError(f"cannot reach the gateway at {self.url}: {err}") from err
         self.block_shape = tuple(int(n) for n in self.info["block_shape"])
+        #: the dataset served: spatial shape, and time points (None: no time axis)
+        self.spatial_shape = tuple(int(n) for n in self.info.get("dataset_shape", ()))
+        self.time_points = None if self.info.get("time_points") is None else int(self.info["time_points"])
+        self.time_axis = self.time_points is not None if time_axis is None else time_axis
 
     def _session(self):
         import requests
@@ -129,7 +129,7 @@ class GatewayProvider(BlockProvider):
             if self.paths:
                 self._serves[kind] = any(p.startswith(f"/{endpoint}/") and p.endswith("/roi") for p in self.paths)
             else:
-                ndim = len(self.info.get("dataset_shape", ())) or 2
+                ndim = (len(self.spatial_shape) or 2) + (1 if self.time_axis else 0)
                 query = f"extents_min={'_'.join(['0'] * ndim)}&extents_max={'_'.join(['1'] * ndim)}"
                 try:
                     r = self._session().get(f"{self.url}/{endpoint}/npy/roi?{query}", timeout=600)
@@ -141,32 +141,32 @@ class GatewayProvider(BlockProvider):
     def unsupported(self, kind: str) -> str | None:
         if kind == "features" and not self.serves("features"):
             return (
-                f"the gateway at {self.url} does not serve features (GET /features/<format>/roi); "
-                "export Features without --gateway (computed embedded)"
+                f"the gateway at {self.url} does not serve features (GET /features/<format>/roi: an older "
+                "version); export Features without --gateway, or update the stack"
             )
         return None
 
     def fingerprint(self) -> dict:
         return {"feature_engine": self.info.get("feature_engine"), "project": self.info.get("project_hash")}
 
-    def _get(self, endpoint: str, t: int, begin, end) -> np.ndarray:
+    def _region(self, path: str, t: int, begin, end, timeout: float):
         import requests
 
         lo, hi = [int(b) for b in begin], [int(e) for e in end]
         if self.time_axis:
             lo, hi = [int(t)] + lo, [int(t) + 1] + hi
-        query = f"extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
-        url = f"{self.url}/{endpoint}/npy/roi?{query}"
+        url = f"{self.url}/{path}?extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
         try:
-            r = self._session().get(url, timeout=self.timeout)
+            r = self._session().get(url, timeout=timeout)
         except requests.RequestException as err:
             raise ProviderError(f"gateway unreachable for {url}: {err}") from err
         if r.status_code != 200:
             raise ProviderError(f"gateway answered {r.status_code} for {url}: {r.text[:300]}")
-        data = _decode_npy(r.content)
-        if self.time_axis and data.ndim == len(lo) + 1:
-            data = data[0]
-        return data
+        return r
+
+    def _get(self, endpoint: str, t: int, begin, end) -> np.ndarray:
+        data = _decode_npy(self._region(f"{endpoint}/npy/roi", t, begin, end, self.timeout).content)
+        return data[0] if self.time_axis else data
 
     def fetch(self, kind, t, begin, end):
         if kind in DERIVED and not self.serves(kind):
@@ -175,20 +175,7 @@ class GatewayProvider(BlockProvider):
 
     def raw(self, t: int, begin, end) -> np.ndarray:
         """The raw data of a region as the gateway's data provider serves it (to check it is our file)."""
-        import requests
-
-        lo, hi = [int(b) for b in begin], [int(e) for e in end]
-        if self.time_axis:
-            lo, hi = [int(t)] + lo, [int(t) + 1] + hi
-        url = f"{self.url}/raw/raw/roi?extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
-        try:
-            r = self._session().get(url, timeout=120)
-        except requests.RequestException as err:
-            raise ProviderError(f"gateway unreachable for {url}: {err}") from err
-        if r.status_code != 200:
-            raise ProviderError(f"gateway answered {r.status_code} for {url}: {r.text[:300]}")
+        r = self._region("raw/raw/roi", t, begin, end, 120)
         shape = tuple(int(s) for s in r.headers["X-Shape"].split("_"))
         data = np.frombuffer(r.content, dtype=np.dtype(r.headers["X-Dtype"])).reshape(shape)
-        if self.time_axis and data.ndim == len(lo) + 1:
-            data = data[0]
-        return data
+        return data[0] if self.time_axis else data

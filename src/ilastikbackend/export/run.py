@@ -140,6 +140,14 @@ def in_flight(job: LaneJob, parallel: int, ram_bytes: int) -> int:
     return int(max(1, min(2 * max(1, parallel), ram_bytes // max(block_bytes, 1))))
 
 
+def held_bytes(job: LaneJob, parallel: int, ram_bytes: int) -> int:
+    """What a compute back end holds at most for this lane at once: the blocks in flight as the workers
+    compute them (float32 features, or the probabilities segmentation and uncertainty derive from)."""
+    voxels = int(np.prod(job.extra.get("block_shape", (1,))))
+    channels = len(job.setup.feature_names) if job.source.kind == "features" else job.setup.num_classes
+    return in_flight(job, parallel, ram_bytes) * voxels * channels * 4
+
+
 def export_lane(
     job: LaneJob, provider: BlockProvider | None, progress: Progress, *, parallel: int, ram_bytes: int = 1 << 30
 ) -> int:
@@ -173,10 +181,7 @@ def export_lane(
     window = in_flight(job, parallel, ram_bytes)
     try:
         with ThreadPoolExecutor(min(max(1, parallel), window), thread_name_prefix="export") as pool:
-            for t in sorted({u.t for u in pending}):
-                context = provider.time_point(t) if provider is not None else _nothing()
-                with context:
-                    _run_units([u for u in pending if u.t == t], compute, sink, record, progress, pool, window)
+            _run_units(pending, compute, sink, record, progress, pool, window)
         if scratch is not None:
             writer.write_all(scratch.read)
         writer.close()
@@ -186,14 +191,6 @@ def export_lane(
         raise
     record.finish()
     return len(pending)
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _run_units(units, compute, sink, record, progress, pool, window: int) -> None:

@@ -1,41 +1,18 @@
 """The export sources of ilastik's Pixel Classification, as ilastik defines them (ILASTIK-HEADLESS.md §2).
 
-Each source says what it exports (dtype, channels and their names, data range, display mode) and where
-its blocks come from. Simple Segmentation and Uncertainty are pure functions of a block of
-probabilities: derived exactly from the same numbers, never computed again.
-
-Examples
---------
->>> import numpy as np
->>> p = np.array([[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]], np.float32)
->>> simple_segmentation(p)[:, 0].tolist()  # argmax + 1, ties go to the lowest label
-[2, 1]
->>> uncertainty(p)[:, 0].tolist()  # 1 - (p_max - p_second)
-[0.800000011920929, 1.0]
+Each source says what it exports (dtype, channels and their names, data range, display mode) and which
+blocks the compute back end is asked for. Simple Segmentation and Uncertainty are derived from the
+probabilities by :mod:`ilastikbackend.core.derived` (where the services derive them too), never computed again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 MAX_SEGMENTATION_LABELS = 255
-
-
-def simple_segmentation(probabilities: np.ndarray) -> np.ndarray:
-    """ilastik's ``OpArgmaxChannel``: ``argmax(c) + 1`` as uint8, one channel; ties go to the lowest label."""
-    labels = np.argmax(probabilities, axis=-1)
-    return (labels + 1).astype(np.uint8)[..., np.newaxis]
-
-
-def uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """ilastik's ``OpEnsembleMargin``: ``1 - (p_max - p_second)`` in float32, one channel; 0 with one class."""
-    if probabilities.shape[-1] <= 1:
-        return np.zeros(probabilities.shape[:-1] + (1,), np.float32)
-    ordered = np.sort(probabilities.astype(np.float32, copy=False), axis=-1)
-    return np.float32(1) - (ordered[..., -1:] - ordered[..., -2:-1])
 
 
 @dataclass(frozen=True)
@@ -66,8 +43,6 @@ class ExportSource:
         The ``display_mode`` attribute ilastik writes.
     is_label_image : bool
         Integer labels rather than intensities (nearest-neighbour pyramids, OME-Zarr ``image-label``).
-    derive : callable, optional
-        For sources computed from probabilities: the function of a probabilities block.
     """
 
     name: str
@@ -75,7 +50,6 @@ class ExportSource:
     dtype: str
     display_mode: str
     is_label_image: bool = False
-    derive: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False)
 
     def channels(self, setup: SourceSetup) -> int:
         if self.kind == "probabilities":
@@ -116,8 +90,8 @@ EXPORT_SOURCES: dict[str, ExportSource] = {
     s.name: s
     for s in (
         ExportSource("Probabilities", "probabilities", "float32", "grayscale"),
-        ExportSource("Simple Segmentation", "segmentation", "uint8", "grayscale", True, simple_segmentation),
-        ExportSource("Uncertainty", "uncertainty", "float32", "grayscale", False, uncertainty),
+        ExportSource("Simple Segmentation", "segmentation", "uint8", "grayscale", True),
+        ExportSource("Uncertainty", "uncertainty", "float32", "grayscale"),
         ExportSource("Features", "features", "float32", "grayscale"),
         ExportSource("Labels", "labels", "uint8", "default", True),
     )

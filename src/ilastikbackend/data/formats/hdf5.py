@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ilastikbackend.data.axes import GUESSED, FileAxes, parse_axistags
@@ -32,12 +34,24 @@ def _text_list(value) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(value).ravel().tolist()]
 
 
+def _axis_units(value) -> dict[str, str]:
+    """ilastik's ``axis_units`` attribute (JSON ``{"x": "um", ...}``, written from 1.4.2) as axis -> unit."""
+    if value is None:
+        return {}
+    try:
+        units = json.loads(value.decode() if isinstance(value, bytes) else str(value))
+    except ValueError:
+        return {}
+    return {str(k).lower(): str(u) for k, u in units.items() if u} if isinstance(units, dict) else {}
+
+
 class Hdf5Reader(Reader):
     """One dataset of an HDF5 file, read by region through h5py (only the chunks a region touches).
 
-    Axes, as ilastik's ``OpStreamingH5N5Reader``: the ``axistags`` attribute, else the ``axes`` attribute
-    (reversed, Neuroglancer style), else the guess by dimension. Without an internal path a file must hold
-    exactly one dataset; an ilastik project must hold exactly one copied raw dataset.
+    Axes, as ilastik's ``OpStreamingH5N5Reader``: the ``axistags`` attribute (pixel sizes from its
+    resolutions, units from ``axis_units``), else the ``axes`` attribute (reversed, Neuroglancer style), else
+    the guess by dimension. Without an internal path a file must hold exactly one dataset; an ilastik project
+    must hold exactly one copied raw dataset.
     """
 
     format_name = "hdf5"
@@ -107,6 +121,8 @@ class Hdf5Reader(Reader):
             parsed = parse_axistags(attrs["axistags"])
             if parsed is not None:
                 keys, sizes = parsed
+                units = _axis_units(attrs.get("axis_units"))
+                sizes = {k: (size, units.get(k, unit)) for k, (size, unit) in sizes.items()}
                 return FileAxes(keys, "file metadata (HDF5 axistags)", pixel_sizes=sizes)
         if "axes" in attrs:
             try:

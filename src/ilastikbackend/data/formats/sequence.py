@@ -100,7 +100,7 @@ class SequenceReader(Reader):
         source = (f"image sequence of {len(files)} {kind} files ({file_axes}: {first.info.axes_source}) "
                   f"along {axis}, {how}")  # fmt: skip
         return NativeData(shape, np.dtype(first.info.dtype), FileAxes(native_axes, source),
-                          f"sequence|{identity.hexdigest()}|{options.internal_path}")  # fmt: skip
+                          f"sequence|{identity.hexdigest()}|{options.internal_path}", files=tuple(files))  # fmt: skip
 
     def _reader(self, i: int) -> Reader:
         from ilastikbackend.data.registry import open_with_registry
