@@ -49,7 +49,7 @@ def vigra_pipeline(project, raw: np.ndarray) -> tuple[float, np.ndarray]:
     zyxc = raw[None, ..., None] if raw.ndim == 2 else raw[..., None]
     r = vigra_oracle.run(
         "timed_pipeline", raw=zyxc, feature_ids=np.array(fs.feature_ids), scales=np.array(fs.scales), matrix=fs.matrix,
-        structure_tensor="vigra", ilp=project.path, forests=np.array([f.name for f in project.forests]),
+        ilp=project.path, forests=np.array([f.name for f in project.forests]),
         known_labels=np.array(project.known_labels), num_classes=project.num_classes,
     )  # fmt: skip
     seconds = float(r["feature_seconds"] + r["forest_seconds"])

@@ -18,9 +18,8 @@ import vigra_oracle
 
 SCRIPT = Path(__file__).with_name("fastfilters_reference.py")
 BUILD_SCRIPT = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "build_fastfilters.sh"
-PREFIX = Path(
-    os.environ.get("ILASTIKBACKEND_FASTFILTERS", Path.home() / ".cache" / "ilastikbackend" / "fastfilters-87f08b5-ofast")
-)
+DEFAULT_PREFIX = Path.home() / ".cache" / "ilastikbackend" / "fastfilters-87f08b5-ofast"
+PREFIX = Path(os.environ.get("ILASTIKBACKEND_FASTFILTERS", DEFAULT_PREFIX))
 SYSTEM_PYTHON = vigra_oracle.SYSTEM_PYTHON
 
 

@@ -99,7 +99,8 @@ def filters(args):
     image = np.ascontiguousarray(args["image"], dtype=np.float32)
     out = {}
     for i, (order, sigma, window) in enumerate(zip(args["orders"], args["sigmas"], args["windows"])):
-        out[f"result_{i}"] = np.asarray(ff.gaussianDerivative(image, float(sigma), int(order), float(window)), np.float32)
+        result = ff.gaussianDerivative(image, float(sigma), int(order), float(window))
+        out[f"result_{i}"] = np.asarray(result, np.float32)
     return out
 
 

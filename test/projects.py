@@ -73,7 +73,6 @@ def write_project(
         feature_ids=np.array(feature_ids),
         scales=np.array(scales, float),
         matrix=matrix,
-        structure_tensor="vigra",
     )
     if in2d is not None:
         args["in2d"] = np.array(in2d, bool)

@@ -107,7 +107,8 @@ class BlockWorker:
             clf = self.registry.get(task)
             raw = fetch_raw(task)
             fetched = time.perf_counter()
-            probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
+            placement = {"origin": task["outer_begin"], "image_shape": task["dataset_shape"]}
+            probs = clf.predict(raw, task["inner_begin"], task["inner_end"], **placement)
             computed = time.perf_counter()
         finally:
             done.set()
