@@ -10,8 +10,8 @@ each reading and writing ``.npz`` files:
     IN: ``raw`` (z, y, x, c), ``feature_ids``, ``scales``, ``matrix``, optional ``in2d``.
     OUT: ``features`` (z, y, x, F) float32 in ilastik's channel order.
 ``filter IN OUT``
-    IN: ``image`` (2D or 3D float32), ``orders``, ``sigmas``, ``windows`` (one filter each).
-    OUT: ``result_<i>``: ``fastfilters.gaussianDerivative(image, sigma, order, window)``.
+    IN: ``image_<i>`` (2D or 3D float32) with ``orders_<i>``, ``sigmas_<i>``, ``windows_<i>``.
+    OUT: ``result_<i>_<j>`` = ``fastfilters.gaussianDerivative(image_i, sigma_j, order_j, window_j)``.
 ``timed_pipeline IN OUT``
     ``features`` plus vigra's forests (``vigra_reference.predict``): modern ilastik, timed.
 """
@@ -96,11 +96,16 @@ def features(args):
 
 
 def filters(args):
-    image = np.ascontiguousarray(args["image"], dtype=np.float32)
     out = {}
-    for i, (order, sigma, window) in enumerate(zip(args["orders"], args["sigmas"], args["windows"])):
-        result = ff.gaussianDerivative(image, float(sigma), int(order), float(window))
-        out[f"result_{i}"] = np.asarray(result, np.float32)
+    for key in args:
+        if not key.startswith("image_"):
+            continue
+        i = key[len("image_") :]
+        image = np.ascontiguousarray(args[key], dtype=np.float32)
+        filters = zip(args[f"orders_{i}"], args[f"sigmas_{i}"], args[f"windows_{i}"])
+        for j, (order, sigma, window) in enumerate(filters):
+            result = ff.gaussianDerivative(image, float(sigma), int(order), float(window))
+            out[f"result_{i}_{j}"] = np.asarray(result, np.float32)
     return out
 
 

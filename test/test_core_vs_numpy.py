@@ -106,7 +106,9 @@ def test_dtypes_give_the_same_features(seed_project_path, seed_raw):
 @pytest.mark.parametrize("engine", ["vigra", "fastfilters"])
 def test_image_too_small_for_sigma_is_an_error(engine):
     plan = _core.FeaturePlan([(0, 10.0, True, True)], engine)
-    with pytest.raises(ValueError, match=r"image too small for Gaussian Smoothing at scale 10\.0: .*radius 35.* x axis \(20"):
+    with pytest.raises(
+        ValueError, match=r"image too small for Gaussian Smoothing at scale 10\.0: .*radius 35.* x axis \(20"
+    ):
         _core.compute_features(np.zeros((1, 40, 20, 1), np.float32), [0, 0, 0], [1, 40, 20], plan)
 
 

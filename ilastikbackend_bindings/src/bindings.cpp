@@ -10,6 +10,7 @@
 #include "ilastikbackend/features.hpp"
 #include "ilastikbackend/forest.hpp"
 #include "ilastikbackend/kernels.hpp"
+#include "engines/fastfilters_simd.hpp"
 
 namespace py = pybind11;
 using namespace ilb;
@@ -86,6 +87,8 @@ PYBIND11_MODULE(_core, m) {
         "vigra's Gaussian (derivative) kernel taps k[-r..r]");
 
     m.def("engine_names", &engine_names, "Names of the feature engines compiled into the core.");
+    m.def("fastfilters_kernels", [] { return std::string(ffsimd::kernels().name); },
+          "Which kernels the fastfilters engine runs on this CPU: 'avx2+fma' or 'portable' (same bits).");
 
     py::class_<FeaturePlan>(m, "FeaturePlan", "Which features to compute, in output order, and by which engine.")
         .def(py::init(&make_plan), py::arg("requests"), py::arg("engine") = "vigra",
