@@ -82,6 +82,7 @@ def features(args):
     in2d = [bool(x) for x in args["in2d"]] if "in2d" in args else None
     z = raw.shape[0]
     out = []
+    smoothed = {}
     for i, fid in enumerate(ids):
         for j, s in enumerate(scales):
             if not matrix[i, j]:
@@ -90,8 +91,11 @@ def features(args):
             sf = 1.0 if s > 1.0 else s
             filt_2d = col_2d or any(int(np.ceil(fac * sf * 2)) + 1 > z for fac in OP_SIGMAS.get(fid, (1.0,)))
             for c in range(raw.shape[-1]):
-                p = presmoothed(raw[..., c], s, col_2d)
-                out.append(feature(fid, p, s, filt_2d))
+                # lazyflow presmooths each scale column once per channel and shares it
+                key = (s, col_2d, c)
+                if key not in smoothed:
+                    smoothed[key] = presmoothed(raw[..., c], s, col_2d)
+                out.append(feature(fid, smoothed[key], s, filt_2d))
     return {"features": np.concatenate(out, axis=-1).astype(np.float32)}
 
 

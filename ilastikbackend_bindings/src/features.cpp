@@ -122,8 +122,9 @@ void compute_features(const RawView<T>& raw, const Box& target, const FeaturePla
     }
 
     const FeatureOutput output{out, target, n_out};
-    Volume channel(need);
+    std::vector<Volume> channels;
     for (Index c = 0; c < n_in; ++c) {
+        Volume channel(need);
         for (Index z = need.lo[0]; z < need.hi[0]; ++z)
             for (Index y = need.lo[1]; y < need.hi[1]; ++y) {
                 const T* src = raw.data +
@@ -133,14 +134,16 @@ void compute_features(const RawView<T>& raw, const Box& target, const FeaturePla
                 float* dst = channel.row(z, y);
                 for (Index x = 0; x < need.extent(2); ++x) dst[x] = static_cast<float>(src[x * n_in]);
             }
-        std::vector<ChannelJob> jobs;
-        for (std::size_t q = 0; q < plan.requests.size(); ++q) {
-            FeatureRequest r = plan.requests[q];
-            if (volume_2d) r.presmooth_2d = r.filter_2d = true;
-            jobs.push_back(ChannelJob{r, base[q] + c * channels_per_input(plan.requests[q], volume_2d)});
-        }
-        plan.engine->compute(channel, image, jobs, output);
+        channels.push_back(std::move(channel));
     }
+    std::vector<ChannelJob> jobs;
+    for (std::size_t q = 0; q < plan.requests.size(); ++q) {
+        FeatureRequest r = plan.requests[q];
+        if (volume_2d) r.presmooth_2d = r.filter_2d = true;
+        const Index k = channels_per_input(plan.requests[q], volume_2d);
+        for (Index c = 0; c < n_in; ++c) jobs.push_back(ChannelJob{r, c, base[q] + c * k});
+    }
+    plan.engine->compute(channels, image, jobs, output);
 }
 
 template void check_features_input<std::uint8_t>(const RawView<std::uint8_t>&, const Box&, const FeaturePlan&);

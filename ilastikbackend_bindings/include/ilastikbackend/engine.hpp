@@ -77,14 +77,16 @@ struct FeatureOutput {
     }
 };
 
-// One request and the output channel of its first value for the input channel at hand.
+// One request on one input channel, and the output channel of its first value.
 struct ChannelJob {
     FeatureRequest request;
+    Index input;
     Index channel;
 };
 
-// Jobs that share a presmoothed image and a feature stage: same scale, same 2D flags.
+// Jobs that share a presmoothed image and a feature stage: same input channel, scale and 2D flags.
 struct JobGroup {
+    Index input;
     double scale;
     bool presmooth_2d, filter_2d;
     std::vector<const ChannelJob*> jobs;
@@ -95,9 +97,10 @@ inline std::vector<JobGroup> group_jobs(const std::vector<ChannelJob>& jobs) {
     for (const ChannelJob& j : jobs) {
         const FeatureRequest& r = j.request;
         auto it = std::find_if(groups.begin(), groups.end(), [&](const JobGroup& g) {
-            return g.scale == r.scale && g.presmooth_2d == r.presmooth_2d && g.filter_2d == r.filter_2d;
+            return g.input == j.input && g.scale == r.scale && g.presmooth_2d == r.presmooth_2d &&
+                   g.filter_2d == r.filter_2d;
         });
-        if (it == groups.end()) groups.push_back(JobGroup{r.scale, r.presmooth_2d, r.filter_2d, {&j}});
+        if (it == groups.end()) groups.push_back(JobGroup{j.input, r.scale, r.presmooth_2d, r.filter_2d, {&j}});
         else it->jobs.push_back(&j);
     }
     return groups;
@@ -114,10 +117,9 @@ class FeatureEngine {
     virtual Index presmooth_radius(double scale) const = 0;
     virtual Index feature_radius(const FeatureRequest& r) const = 0;
 
-    // Computes the jobs' channels for one input channel. `raw` holds that channel as float32
-    // on a box of image coordinates that covers the target grown by plan.halo() (clipped to
-    // the image); `jobs` are in request order.
-    virtual void compute(const Volume& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
+    // Computes the jobs' channels. `raw[c]` holds input channel c as float32 on a box of image
+    // coordinates that covers the target grown by plan.halo() (clipped to the image).
+    virtual void compute(const std::vector<Volume>& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
                          const FeatureOutput& out) const = 0;
 
     // The engine's separable Gaussian (derivative) filter of the given order along every axis of

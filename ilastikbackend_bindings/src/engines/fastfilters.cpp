@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -81,6 +82,87 @@ FirKernel fir_kernel(int order, double sigma, float window) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scratch volumes. A fresh allocation of a few MB costs more in page faults than the pass that
+// fills it, so float buffers are recycled per thread (and trimmed after each call).
+
+class ScratchPool {
+   public:
+    static ScratchPool& local() {
+        thread_local ScratchPool pool;
+        return pool;
+    }
+    std::unique_ptr<float[]> take(std::size_t n, std::size_t* cap) {
+        std::size_t best = free_.size();
+        for (std::size_t i = 0; i < free_.size(); ++i)
+            if (free_[i].cap >= n && (best == free_.size() || free_[i].cap < free_[best].cap)) best = i;
+        if (best == free_.size()) {
+            *cap = n;
+            return std::unique_ptr<float[]>(new float[n]);
+        }
+        Entry e = std::move(free_[best]);
+        free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(best));
+        held_ -= e.cap;
+        *cap = e.cap;
+        return std::move(e.buf);
+    }
+    void give(std::unique_ptr<float[]> buf, std::size_t cap) {
+        held_ += cap;
+        free_.push_back(Entry{std::move(buf), cap});
+    }
+    // Keeps at most `floats` floats of free buffers, the largest first.
+    void trim(std::size_t floats) {
+        std::sort(free_.begin(), free_.end(), [](const Entry& a, const Entry& b) { return a.cap > b.cap; });
+        std::size_t kept = 0, i = 0;
+        for (; i < free_.size() && kept + free_[i].cap <= floats; ++i) kept += free_[i].cap;
+        free_.resize(i);
+        held_ = kept;
+    }
+
+   private:
+    struct Entry {
+        std::unique_ptr<float[]> buf;
+        std::size_t cap;
+    };
+    std::vector<Entry> free_;
+    std::size_t held_ = 0;
+};
+
+// A float volume on a box of image coordinates, its storage from the thread's pool.
+class Scratch {
+   public:
+    Scratch() = default;
+    explicit Scratch(const Box& b) : box(b) {
+        const std::size_t n = static_cast<std::size_t>(std::max<Index>(b.size(), 1));
+        buf_ = ScratchPool::local().take(n, &cap_);
+    }
+    Scratch(Scratch&&) = default;
+    Scratch& operator=(Scratch&& o) noexcept {
+        release();
+        box = o.box;
+        buf_ = std::move(o.buf_);
+        cap_ = o.cap_;
+        return *this;
+    }
+    ~Scratch() { release(); }
+
+    float* data() { return buf_.get(); }
+    const float* data() const { return buf_.get(); }
+    float* row(Index z, Index y) { return data() + ((z - box.lo[0]) * box.extent(1) + (y - box.lo[1])) * box.extent(2); }
+    const float* row(Index z, Index y) const {
+        return data() + ((z - box.lo[0]) * box.extent(1) + (y - box.lo[1])) * box.extent(2);
+    }
+
+    Box box;
+
+   private:
+    void release() {
+        if (buf_) ScratchPool::local().give(std::move(buf_), cap_);
+    }
+    std::unique_ptr<float[]> buf_;
+    std::size_t cap_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Separable passes on boxes of image coordinates, mirrored at the image's borders.
 
 inline Index mirror(Index i, Index n) { return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i); }
@@ -89,9 +171,10 @@ void require_inside(const Box& need, const Box& have) {
     if (!have.contains(need)) throw std::logic_error("fastfilters engine: a pass reads outside its input (halo too small)");
 }
 
-Volume copy_box(const Volume& src, const Box& box) {
+template <class Src>
+Scratch copy_box(const Src& src, const Box& box) {
     require_inside(box, src.box);
-    Volume out(box);
+    Scratch out(box);
     for (Index z = box.lo[0]; z < box.hi[0]; ++z)
         for (Index y = box.lo[1]; y < box.hi[1]; ++y)
             std::copy_n(src.row(z, y) + (box.lo[2] - src.box.lo[2]), box.extent(2), out.row(z, y));
@@ -99,12 +182,13 @@ Volume copy_box(const Volume& src, const Box& box) {
 }
 
 // x pass onto `box`: every output pixel with the float order of its position in its image line.
-Volume xpass(const Volume& src, const FirKernel& k, Index n, const Box& box) {
+template <class Src>
+Scratch xpass(const Src& src, const FirKernel& k, Index n, const Box& box) {
     if (k.radius == 0) return copy_box(src, box);
     const Index r = k.radius;
     const Index x0 = box.lo[2], x1 = box.hi[2];
-    require_inside(Box{box.lo, box.hi}.grown({0, 0, r}, Box{{box.lo[0], box.lo[1], 0}, {box.hi[0], box.hi[1], n}}), src.box);
-    Volume out(box);
+    require_inside(box.grown({0, 0, r}, Box{{box.lo[0], box.lo[1], 0}, {box.hi[0], box.hi[1], n}}), src.box);
+    Scratch out(box);
     const auto& K = ffsimd::kernels();
     const Index sx0 = src.box.lo[2], sx1 = src.box.hi[2];
     const bool direct = x0 - r >= sx0 && x1 + r <= sx1;
@@ -115,8 +199,12 @@ Volume xpass(const Volume& src, const FirKernel& k, Index n, const Box& box) {
             const float* in;
             if (direct) {
                 in = row + (x0 - r - sx0);
-            } else {
-                for (Index j = 0; j < x1 - x0 + 2 * r; ++j) line[j] = row[mirror(x0 - r + j, n) - sx0];
+            } else {  // the part inside the image as it is, the rest mirrored at the image's ends
+                const Index lo = std::max<Index>(x0 - r, 0), hi = std::min(x1 + r, n);
+                float* l = line.data() - (x0 - r);  // l[x] is position x
+                std::copy(row + (lo - sx0), row + (hi - sx0), l + lo);
+                for (Index x = x0 - r; x < lo; ++x) l[x] = row[mirror(x, n) - sx0];
+                for (Index x = hi; x < x1 + r; ++x) l[x] = row[mirror(x, n) - sx0];
                 in = line.data();
             }
             K.xpass(in, out.row(z, y), x0, x1, n, k.c.data(), static_cast<int>(r), k.symmetric);
@@ -125,14 +213,15 @@ Volume xpass(const Volume& src, const FirKernel& k, Index n, const Box& box) {
 }
 
 // y (axis 1) or z (axis 0) pass onto `box`: a sequential FMA chain, the same for every pixel.
-Volume outer_pass(const Volume& src, const FirKernel& k, int axis, Index n, const Box& box) {
+template <class Src>
+Scratch outer_pass(const Src& src, const FirKernel& k, int axis, Index n, const Box& box) {
     if (k.radius == 0) return copy_box(src, box);
     const Index r = k.radius;
     Box reach = box;
     reach.lo[axis] = std::max<Index>(0, box.lo[axis] - r);
     reach.hi[axis] = std::min(n, box.hi[axis] + r);
     require_inside(reach, src.box);
-    Volume out(box);
+    Scratch out(box);
     const auto& K = ffsimd::kernels();
     const Index xoff = box.lo[2] - src.box.lo[2];
     std::vector<const float*> rows(static_cast<std::size_t>(2 * r + 1));
@@ -149,11 +238,12 @@ Volume outer_pass(const Volume& src, const FirKernel& k, int axis, Index n, cons
 }
 
 // Full separable filter of `src` onto `target`: x, then y, then z (unless in_2d).
-Volume convolve(const Volume& src, const FirKernel& kz, const FirKernel& ky, const FirKernel& kx, bool in_2d,
-                const ImageGeometry& image, const Box& target) {
+template <class Src>
+Scratch convolve(const Src& src, const FirKernel& kz, const FirKernel& ky, const FirKernel& kx, bool in_2d,
+                 const ImageGeometry& image, const Box& target) {
     const Box ibox = image.box();
     const Index rz = in_2d ? 0 : kz.radius;
-    Volume v = xpass(src, kx, image.shape[2], target.grown({rz, ky.radius, 0}, ibox).with_axis(2, target));
+    Scratch v = xpass(src, kx, image.shape[2], target.grown({rz, ky.radius, 0}, ibox).with_axis(2, target));
     v = outer_pass(v, ky, 1, image.shape[1], target.grown({rz, 0, 0}, ibox).with_axis(1, target).with_axis(2, target));
     if (!in_2d) v = outer_pass(v, kz, 0, image.shape[0], target);
     return v;
@@ -163,12 +253,12 @@ Volume convolve(const Volume& src, const FirKernel& kz, const FirKernel& ky, con
 // once: the x pass per x kernel, the y pass per (x, y) kernel pair.
 class Responses {
    public:
-    Responses(const Volume& src, const Box& box, bool in_2d, const ImageGeometry& image, std::vector<const FirKernel*> kernels)
+    Responses(const Scratch& src, const Box& box, bool in_2d, const ImageGeometry& image, std::vector<const FirKernel*> kernels)
         : src_(src), box_(box), in_2d_(in_2d), image_(image), kernels_(std::move(kernels)) {
         for (const FirKernel* k : kernels_) rmax_ = std::max(rmax_, static_cast<Index>(k->radius));
     }
 
-    const Volume& get(int kz, int ky, int kx) {
+    const Scratch& get(int kz, int ky, int kx) {
         if (in_2d_) kz = -1;
         const auto key = std::make_tuple(kz, ky, kx);
         if (auto it = full_.find(key); it != full_.end()) return it->second;
@@ -188,15 +278,15 @@ class Responses {
     }
 
    private:
-    const Volume& src_;
+    const Scratch& src_;
     Box box_;
     bool in_2d_;
     ImageGeometry image_;
     std::vector<const FirKernel*> kernels_;
     Index rmax_ = 0;
-    std::map<int, Volume> x_;
-    std::map<std::pair<int, int>, Volume> y_;
-    std::map<std::tuple<int, int, int>, Volume> full_;
+    std::map<int, Scratch> x_;
+    std::map<std::pair<int, int>, Scratch> y_;
+    std::map<std::tuple<int, int, int>, Scratch> full_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -277,32 +367,48 @@ struct FlatImage {
 
 // ---------------------------------------------------------------------------------------------
 
-// Writes the rows of `target` into output channels: f(z, y, x0, m, dst[]) fills dst[c][0..m) for
-// each of the n channels, then the values are interleaved into the output.
+// One tile's output channels, each a contiguous (z, y, x) plane; transposed into the
+// (pixel, channel) output once the tile is complete, so that no pass writes with a stride.
+struct TilePlanes {
+    Box tile;
+    Index channels = 0;
+    Scratch data;  // channels x tile.size()
+    float* row(Index ch, Index z, Index y) {
+        return data.data() + ch * tile.size() + ((z - tile.lo[0]) * tile.extent(1) + (y - tile.lo[1])) * tile.extent(2);
+    }
+};
+
+// f(z, y, dst[]) fills dst[c][0..m) of channels ch .. ch + n - 1 for every row of the tile.
 template <class F>
-void write_rows(const FeatureOutput& out, Index ch, int n, F f) {
-    const Box& t = out.target;
-    const Index m = t.extent(2);
-    std::vector<float> buf(static_cast<std::size_t>(m * n));
-    float* dst[3] = {buf.data(), buf.data() + m, buf.data() + 2 * m};
+void write_rows(TilePlanes& planes, Index ch, int n, F f) {
+    const Box& t = planes.tile;
+    float* dst[3];
     for (Index z = t.lo[0]; z < t.hi[0]; ++z)
         for (Index y = t.lo[1]; y < t.hi[1]; ++y) {
+            for (int c = 0; c < n; ++c) dst[c] = planes.row(ch + c, z, y);
             f(z, y, dst);
-            for (int c = 0; c < n; ++c) {
-                float* o = out.row(z, y, ch + c);
-                const float* s = dst[c];
-                for (Index i = 0; i < m; ++i) o[i * out.channels] = s[i];
-            }
         }
 }
 
-inline const float* at_row(const Volume& v, Index z, Index y, Index x0) { return v.row(z, y) + (x0 - v.box.lo[2]); }
+void transpose_into(TilePlanes& planes, const FeatureOutput& out) {
+    const Box& t = planes.tile;
+    const Index C = out.channels, m = t.extent(2), plane = t.size();
+    for (Index z = t.lo[0]; z < t.hi[0]; ++z)
+        for (Index y = t.lo[1]; y < t.hi[1]; ++y) {
+            float* o = out.row(z, y, 0) + (t.lo[2] - out.target.lo[2]) * C;
+            const float* p = planes.row(0, z, y);
+            for (Index i = 0; i < m; ++i)
+                for (Index c = 0; c < C; ++c) o[i * C + c] = p[c * plane + i];
+        }
+}
+
+inline const float* at_row(const Scratch& v, Index z, Index y, Index x0) { return v.row(z, y) + (x0 - v.box.lo[2]); }
 
 // _ev2d_avx on a symmetric 2x2 tensor (xx, xy, yy): largest eigenvalue first.
-void write_eigenvalues_2d(const FeatureOutput& out, Index ch, const FlatImage& flat, const Volume& xx, const Volume& xy,
-                          const Volume& yy) {
+void write_eigenvalues_2d(TilePlanes& out, Index ch, const FlatImage& flat, const Scratch& xx, const Scratch& xy,
+                          const Scratch& yy) {
     const auto& K = ffsimd::kernels();
-    const Index x0 = out.target.lo[2], m = out.target.extent(2);
+    const Index x0 = out.tile.lo[2], m = out.tile.extent(2);
     write_rows(out, ch, 2, [&](Index z, Index y, float** d) {
         const float* a = at_row(xx, z, y, x0);
         const float* b = at_row(xy, z, y, x0);
@@ -321,10 +427,10 @@ void write_eigenvalues_2d(const FeatureOutput& out, Index ch, const FlatImage& f
 
 // _ev3d_avx2 on a symmetric 3x3 tensor given in the binding's order (zz, yz, xz, yy, xy, xx):
 // eigenvalues in descending order.
-void write_eigenvalues_3d(const FeatureOutput& out, Index ch, const FlatImage& flat, const Volume& a00, const Volume& a01,
-                          const Volume& a02, const Volume& a11, const Volume& a12, const Volume& a22) {
+void write_eigenvalues_3d(TilePlanes& out, Index ch, const FlatImage& flat, const Scratch& a00, const Scratch& a01,
+                          const Scratch& a02, const Scratch& a11, const Scratch& a12, const Scratch& a22) {
     const auto& K = ffsimd::kernels();
-    const Index x0 = out.target.lo[2], m = out.target.extent(2);
+    const Index x0 = out.tile.lo[2], m = out.tile.extent(2);
     write_rows(out, ch, 3, [&](Index z, Index y, float** d) {
         const float* p[6] = {at_row(a00, z, y, x0), at_row(a01, z, y, x0), at_row(a02, z, y, x0),
                              at_row(a11, z, y, x0), at_row(a12, z, y, x0), at_row(a22, z, y, x0)};
@@ -335,12 +441,21 @@ void write_eigenvalues_3d(const FeatureOutput& out, Index ch, const FlatImage& f
     });
 }
 
+// A scale column of one input channel, presmoothed, with its feature kernels.
+struct Column {
+    const JobGroup* group;
+    Scratch P;          // presmoothed on the target + 3 (the feature stage's reach)
+    FirKernel fk[4];    // G(s'), G(0.66 s'), G'(s'), G''(s')
+    FirKernel st[2];    // the structure tensor's gradient kernels: G(0.5 s'), G'(0.5 s')
+    FlatImage flat;     // what the combine steps see as their flat array
+};
+
 class FastfiltersEngine final : public FeatureEngine {
    public:
     std::string name() const override { return "fastfilters"; }
     Index presmooth_radius(double scale) const override { return fir_radius(presmooth_sigma(scale), kPresmoothWindow); }
     Index feature_radius(const FeatureRequest& r) const override { return fir_radius(feature_sigma(r.scale), kFeatureWindow); }
-    void compute(const Volume& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
+    void compute(const std::vector<Volume>& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
                  const FeatureOutput& out) const override;
 
     Volume gaussian_derivative(const Volume& in, int order, double sigma, double window) const override {
@@ -348,63 +463,107 @@ class FastfiltersEngine final : public FeatureEngine {
         const ImageGeometry image{{in.box.extent(0), in.box.extent(1), in.box.extent(2)}};
         for (int a = image.is_2d() ? 1 : 0; a < 3; ++a)
             if (k.radius >= image.shape[a]) throw std::invalid_argument("image too small for the kernel");
-        return convolve(in, k, k, k, image.is_2d(), image, image.box());
+        const Scratch r = convolve(in, k, k, k, image.is_2d(), image, image.box());
+        Volume v(image.box());
+        std::copy_n(r.data(), v.data.size(), v.data.data());
+        return v;
     }
 
    private:
-    void compute_group(const Volume& raw, const ImageGeometry& image, const JobGroup& g, const FeatureOutput& out) const;
+    Column prepare(const Volume& raw, const ImageGeometry& image, const JobGroup& g, const Box& target) const;
+    void feature_stage(const Column& col, const ImageGeometry& image, TilePlanes& out) const;
 };
 
-void FastfiltersEngine::compute(const Volume& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
-                                const FeatureOutput& out) const {
-    for (const JobGroup& g : group_jobs(jobs)) compute_group(raw, image, g, out);
+void FastfiltersEngine::compute(const std::vector<Volume>& raw, const ImageGeometry& image,
+                                const std::vector<ChannelJob>& jobs, const FeatureOutput& out) const {
+    const Box& T = out.target;
+    const std::vector<JobGroup> groups = group_jobs(jobs);
+    std::vector<Column> columns;
+    for (const JobGroup& g : groups) columns.push_back(prepare(raw[static_cast<std::size_t>(g.input)], image, g, T));
+
+    // The feature stage tile by tile, every column of a tile in turn, so that the tile's part of
+    // the (pixel, channel) output and the stage's intermediates stay in cache. Every pixel's
+    // arithmetic follows from its image position, so tiles change no bit.
+    // Long rows (per-row work dominates the per-row overhead), whole z when the volume is thin,
+    // and as many rows as keep a tile near kTileVoxels.
+    static const Index kTileVoxels = std::getenv("FF_TILE") ? std::atoi(std::getenv("FF_TILE")) : 32768;
+    const Index tx = std::min<Index>(T.extent(2), 512);
+    const Index tz = std::min<Index>(T.extent(0), 32);
+    const Index ty = std::clamp<Index>(kTileVoxels / (tz * tx), 4, T.extent(1));
+    TilePlanes planes;
+    for (Index z0 = T.lo[0]; z0 < T.hi[0]; z0 += tz)
+        for (Index y0 = T.lo[1]; y0 < T.hi[1]; y0 += ty)
+            for (Index x0 = T.lo[2]; x0 < T.hi[2]; x0 += tx) {
+                planes.tile = Box{{z0, y0, x0}, {std::min(z0 + tz, T.hi[0]), std::min(y0 + ty, T.hi[1]), std::min(x0 + tx, T.hi[2])}};
+                planes.channels = out.channels;
+                planes.data = Scratch(Box{{0, 0, 0}, {1, out.channels, planes.tile.size()}});
+                for (const Column& col : columns) feature_stage(col, image, planes);
+                transpose_into(planes, out);
+            }
+    columns.clear();
+    ScratchPool::local().trim(std::size_t(16) << 20);  // keep up to 64 MB for the next call
 }
 
-void FastfiltersEngine::compute_group(const Volume& raw, const ImageGeometry& image, const JobGroup& g,
-                                      const FeatureOutput& out) const {
-    const auto& K = ffsimd::kernels();
+Column FastfiltersEngine::prepare(const Volume& raw, const ImageGeometry& image, const JobGroup& g, const Box& T) const {
     const Box ibox = image.box();
-    const Box& T = out.target;
     const bool f2 = g.filter_2d;
     const Index X = image.shape[2], Y = image.shape[1], Z = image.shape[0];
-    const FlatImage flat{f2 ? Y * X : Z * Y * X, Y, X, f2};
-    const Index x0 = T.lo[2], m = T.extent(2);
-
+    Column col;
+    col.group = &g;
+    col.flat = FlatImage{f2 ? Y * X : Z * Y * X, Y, X, f2};
     // Presmoothing (window 3.5) on the frame the feature kernels read: the target + 3.
     const Box frame = T.grown({f2 ? 0 : kFilterMargin, kFilterMargin, kFilterMargin}, ibox);
     const FirKernel kp = fir_kernel(0, presmooth_sigma(g.scale), static_cast<float>(kPresmoothWindow));
-    const Volume P = convolve(raw, kp, kp, kp, g.presmooth_2d, image, frame);
-
+    col.P = convolve(raw, kp, kp, kp, g.presmooth_2d, image, frame);
     // Feature kernels (window 2). The structure tensor: lazyflow's Python binding hands its
     // scales to the C function swapped, so the gradient is taken at 0.5 s' and the products are
     // smoothed at s' (ILASTIK-SEMANTICS.md 3.8).
     const double sf = feature_sigma(g.scale);
     const float w = static_cast<float>(kFeatureWindow);
-    enum { G = 0, G66, D1, D2, NK };
-    const FirKernel fk[NK] = {fir_kernel(0, sf, w), fir_kernel(0, 0.66 * sf, w), fir_kernel(1, sf, w), fir_kernel(2, sf, w)};
-    Responses resp(P, T, f2, image, {&fk[G], &fk[G66], &fk[D1], &fk[D2]});
+    col.fk[0] = fir_kernel(0, sf, w);
+    col.fk[1] = fir_kernel(0, 0.66 * sf, w);
+    col.fk[2] = fir_kernel(1, sf, w);
+    col.fk[3] = fir_kernel(2, sf, w);
+    col.st[0] = fir_kernel(0, 0.5 * sf, w);
+    col.st[1] = fir_kernel(1, 0.5 * sf, w);
+    return col;
+}
+
+void FastfiltersEngine::feature_stage(const Column& col, const ImageGeometry& image, TilePlanes& out) const {
+    const auto& K = ffsimd::kernels();
+    const JobGroup& g = *col.group;
+    const Scratch& P = col.P;
+    const FlatImage& flat = col.flat;
+    const FirKernel* fk = col.fk;
+    const FirKernel* st = col.st;
+    const Box& S = out.tile;
+    const Box ibox = image.box();
+    const bool f2 = g.filter_2d;
+    const Index x0 = S.lo[2], m = S.extent(2);
+    enum { G = 0, G66, D1, D2 };
+    Responses resp(P, S, f2, image, {&fk[G], &fk[G66], &fk[D1], &fk[D2]});
 
     for (const ChannelJob* job : g.jobs) {
         const Index ch = job->channel;
         switch (job->request.feature) {
             case GaussianSmoothing: {
-                const Volume& v = resp.get(G, G, G);
+                const Scratch& v = resp.get(G, G, G);
                 write_rows(out, ch, 1, [&](Index z, Index y, float** d) { std::copy_n(at_row(v, z, y, x0), m, d[0]); });
                 break;
             }
             case DifferenceOfGaussians: {  // a float32 numpy difference in lazyflow
-                const Volume& a = resp.get(G, G, G);
-                const Volume& b = resp.get(G66, G66, G66);
+                const Scratch& a = resp.get(G, G, G);
+                const Scratch& b = resp.get(G66, G66, G66);
                 write_rows(out, ch, 1, [&](Index z, Index y, float** d) { K.sub(at_row(a, z, y, x0), at_row(b, z, y, x0), d[0], m); });
                 break;
             }
             case LaplacianOfGaussian: {
-                const Volume& xx = resp.get(G, G, D2);
-                const Volume& yy = resp.get(G, D2, G);
+                const Scratch& xx = resp.get(G, G, D2);
+                const Scratch& yy = resp.get(G, D2, G);
                 if (f2) {
                     write_rows(out, ch, 1, [&](Index z, Index y, float** d) { K.add2(at_row(yy, z, y, x0), at_row(xx, z, y, x0), d[0], m); });
                 } else {
-                    const Volume& zz = resp.get(D2, G, G);
+                    const Scratch& zz = resp.get(D2, G, G);
                     write_rows(out, ch, 1, [&](Index z, Index y, float** d) {
                         K.add3(at_row(xx, z, y, x0), at_row(yy, z, y, x0), at_row(zz, z, y, x0), d[0], m);
                     });
@@ -412,17 +571,17 @@ void FastfiltersEngine::compute_group(const Volume& raw, const ImageGeometry& im
                 break;
             }
             case GaussianGradientMagnitude: {
-                const Volume& gx = resp.get(G, G, D1);
-                const Volume& gy = resp.get(G, D1, G);
-                const Volume* gz = f2 ? nullptr : &resp.get(D1, G, G);
+                const Scratch& gx = resp.get(G, G, D1);
+                const Scratch& gy = resp.get(G, D1, G);
+                const Scratch* gz = f2 ? nullptr : &resp.get(D1, G, G);
                 write_rows(out, ch, 1, [&](Index z, Index y, float** d) {
                     const float* a = at_row(gx, z, y, x0);
                     const float* b = at_row(gy, z, y, x0);
                     const float* c = gz ? at_row(*gz, z, y, x0) : nullptr;
                     if (c) K.addsqrt3(a, b, c, d[0], m);
                     else K.addsqrt2(b, a, d[0], m);
-                    const Index base = flat.base(z, y);
-                    for (Index i = std::max<Index>(0, flat.nr_lo() - base - x0); i < m && base + x0 + i < flat.nr_hi(); ++i)
+                    const Index base = flat.base(z, y) + x0;
+                    for (Index i = std::max<Index>(0, flat.nr_lo() - base); i < m && base + i < flat.nr_hi(); ++i)
                         d[0][i] = rsqrt_newton_sqrt(c ? (a[i] * a[i] + b[i] * b[i]) + c[i] * c[i] : b[i] * b[i] + a[i] * a[i]);
                 });
                 break;
@@ -437,25 +596,24 @@ void FastfiltersEngine::compute_group(const Volume& raw, const ImageGeometry& im
                 break;
             }
             case StructureTensorEigenvalues: {
-                const FirKernel kg = fir_kernel(0, 0.5 * sf, w), kd = fir_kernel(1, 0.5 * sf, w);
                 const FirKernel& smooth = fk[G];
                 const Index rs = smooth.radius;
-                const Box rbox = T.grown({f2 ? 0 : rs, rs, rs}, ibox);
-                Responses grad(P, rbox, f2, image, {&kg, &kd});
-                const Volume& gx = grad.get(0, 0, 1);
-                const Volume& gy = grad.get(0, 1, 0);
-                auto product = [&](const Volume& a, const Volume& b) {
-                    Volume p(rbox);
-                    K.mul(a.data.data(), b.data.data(), p.data.data(), static_cast<Index>(p.data.size()));
-                    return convolve(p, smooth, smooth, smooth, f2, image, T);
+                const Box rbox = S.grown({f2 ? 0 : rs, rs, rs}, ibox);
+                Responses grad(P, rbox, f2, image, {&st[0], &st[1]});
+                const Scratch& gx = grad.get(0, 0, 1);
+                const Scratch& gy = grad.get(0, 1, 0);
+                auto product = [&](const Scratch& a, const Scratch& b) {
+                    Scratch p(rbox);
+                    K.mul(a.data(), b.data(), p.data(), rbox.size());
+                    return convolve(p, smooth, smooth, smooth, f2, image, S);
                 };
                 if (f2) {
-                    const Volume xx = product(gx, gx), yy = product(gy, gy), xy = product(gx, gy);
+                    const Scratch xx = product(gx, gx), yy = product(gy, gy), xy = product(gx, gy);
                     write_eigenvalues_2d(out, ch, flat, xx, xy, yy);
                 } else {
-                    const Volume& gz = grad.get(1, 0, 0);
-                    const Volume xx = product(gx, gx), yy = product(gy, gy), zz = product(gz, gz);
-                    const Volume xy = product(gx, gy), xz = product(gx, gz), yz = product(gy, gz);
+                    const Scratch& gz = grad.get(1, 0, 0);
+                    const Scratch xx = product(gx, gx), yy = product(gy, gy), zz = product(gz, gz);
+                    const Scratch xy = product(gx, gy), xz = product(gx, gz), yz = product(gy, gz);
                     write_eigenvalues_3d(out, ch, flat, zz, yz, xz, yy, xy, xx);
                 }
                 break;

@@ -28,9 +28,9 @@ struct Lane {
     static Lane load(const float* p) { return {*p}; }
     void store(float* p) const { *p = v; }
     static Lane set1(float x) { return {x}; }
-    friend Lane operator+(Lane a, Lane b) { return {a.v + b.v}; }
-    friend Lane operator-(Lane a, Lane b) { return {a.v - b.v}; }
-    friend Lane operator*(Lane a, Lane b) { return {a.v * b.v}; }
+    Lane operator+(Lane b) const { return {v + b.v}; }
+    Lane operator-(Lane b) const { return {v - b.v}; }
+    Lane operator*(Lane b) const { return {v * b.v}; }
     static Lane fma(Lane a, Lane b, Lane c) { return {std::fma(a.v, b.v, c.v)}; }
     static Lane sqrt(Lane a) { return {std::sqrt(a.v)}; }
     static Lane rsqrt(Lane a) { return {_mm_cvtss_f32(_mm_rsqrt_ss(_mm_set_ss(a.v)))}; }
@@ -92,9 +92,9 @@ struct Lane {
     static Lane load(const float* p) { return {*p}; }
     void store(float* p) const { *p = v; }
     static Lane set1(float x) { return {x}; }
-    friend Lane operator+(Lane a, Lane b) { return {a.v + b.v}; }
-    friend Lane operator-(Lane a, Lane b) { return {a.v - b.v}; }
-    friend Lane operator*(Lane a, Lane b) { return {a.v * b.v}; }
+    Lane operator+(Lane b) const { return {v + b.v}; }
+    Lane operator-(Lane b) const { return {v - b.v}; }
+    Lane operator*(Lane b) const { return {v * b.v}; }
     static Lane fma(Lane a, Lane b, Lane c) { return {_mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a.v), _mm_set_ss(b.v), _mm_set_ss(c.v)))}; }
     static Lane sqrt(Lane a) { return {_mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(a.v)))}; }
     static Lane rsqrt(Lane a) { return {_mm_cvtss_f32(_mm_rsqrt_ss(_mm_set_ss(a.v)))}; }
@@ -146,9 +146,9 @@ struct Vec {
     static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
     void store(float* p) const { _mm256_storeu_ps(p, v); }
     static Vec set1(float x) { return {_mm256_set1_ps(x)}; }
-    friend Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
-    friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
-    friend Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
+    Vec operator+(Vec b) const { return {_mm256_add_ps(v, b.v)}; }
+    Vec operator-(Vec b) const { return {_mm256_sub_ps(v, b.v)}; }
+    Vec operator*(Vec b) const { return {_mm256_mul_ps(v, b.v)}; }
     static Vec fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
     static Vec sqrt(Vec a) { return {_mm256_sqrt_ps(a.v)}; }
     static Vec rsqrt(Vec a) { return {_mm256_rsqrt_ps(a.v)}; }

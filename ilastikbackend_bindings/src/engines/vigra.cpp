@@ -196,19 +196,20 @@ class VigraEngine final : public FeatureEngine {
         return kernel_radius(feature_sigma(r.scale), 0, kFeatureWindow);  // the widest of its kernels
     }
 
-    void compute(const Volume& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
+    void compute(const std::vector<Volume>& raw, const ImageGeometry& image, const std::vector<ChannelJob>& jobs,
                  const FeatureOutput& out) const override;
 };
 
-void VigraEngine::compute(const Volume& raw, const ImageGeometry& /*image*/, const std::vector<ChannelJob>& jobs,
-                          const FeatureOutput& out) const {
-    // raw covers the target plus halo, clipped to the image: its bounds are image bounds wherever
-    // a kernel can reach them.
+void VigraEngine::compute(const std::vector<Volume>& channels, const ImageGeometry& /*image*/,
+                          const std::vector<ChannelJob>& jobs, const FeatureOutput& out) const {
+    // Each channel covers the target plus halo, clipped to the image: its bounds are image bounds
+    // wherever a kernel can reach them.
     const FeatureOutput& w = out;
     const Box& target = out.target;
-    const Box rbox = raw.box;
     {
         for (const JobGroup& g : group_jobs(jobs)) {
+            const Volume& raw = channels[static_cast<std::size_t>(g.input)];
+            const Box rbox = raw.box;
             const Index fz = g.filter_2d ? 0 : kFilterMargin;
             const Box frame = target.grown({fz, kFilterMargin, kFilterMargin}, rbox);
             const Volume p = presmooth(raw, presmooth_sigma(g.scale), g.presmooth_2d, frame);
