@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -391,15 +390,12 @@ void write_rows(TilePlanes& planes, Index ch, int n, F f) {
 }
 
 void transpose_into(TilePlanes& planes, const FeatureOutput& out) {
+    const auto& K = ffsimd::kernels();
     const Box& t = planes.tile;
-    const Index C = out.channels, m = t.extent(2), plane = t.size();
+    const Index C = out.channels;
     for (Index z = t.lo[0]; z < t.hi[0]; ++z)
-        for (Index y = t.lo[1]; y < t.hi[1]; ++y) {
-            float* o = out.row(z, y, 0) + (t.lo[2] - out.target.lo[2]) * C;
-            const float* p = planes.row(0, z, y);
-            for (Index i = 0; i < m; ++i)
-                for (Index c = 0; c < C; ++c) o[i * C + c] = p[c * plane + i];
-        }
+        for (Index y = t.lo[1]; y < t.hi[1]; ++y)
+            K.interleave(planes.row(0, z, y), t.size(), C, t.extent(2), out.row(z, y, 0) + (t.lo[2] - out.target.lo[2]) * C);
 }
 
 inline const float* at_row(const Scratch& v, Index z, Index y, Index x0) { return v.row(z, y) + (x0 - v.box.lo[2]); }
@@ -486,7 +482,7 @@ void FastfiltersEngine::compute(const std::vector<Volume>& raw, const ImageGeome
     // arithmetic follows from its image position, so tiles change no bit.
     // Long rows (per-row work dominates the per-row overhead), whole z when the volume is thin,
     // and as many rows as keep a tile near kTileVoxels.
-    static const Index kTileVoxels = std::getenv("FF_TILE") ? std::atoi(std::getenv("FF_TILE")) : 32768;
+    constexpr Index kTileVoxels = 32768;
     const Index tx = std::min<Index>(T.extent(2), 512);
     const Index tz = std::min<Index>(T.extent(0), 32);
     const Index ty = std::clamp<Index>(kTileVoxels / (tz * tx), 4, T.extent(1));

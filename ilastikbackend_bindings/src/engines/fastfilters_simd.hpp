@@ -29,6 +29,8 @@ struct Kernels {
     void (*ev2d)(const float* xx, const float* xy, const float* yy, float* big, float* small, Index m);
     void (*ev3d)(const float* a00, const float* a01, const float* a02, const float* a11, const float* a12,
                  const float* a22, float* ev0, float* ev1, float* ev2, Index m);
+    // out[i * channels + c] = planes[c * plane_stride + i] for i < m, c < channels (no arithmetic).
+    void (*interleave)(const float* planes, Index plane_stride, Index channels, Index m, float* out);
 };
 
 // The kernels for this CPU (ILASTIKBACKEND_SIMD=portable forces the portable path).
