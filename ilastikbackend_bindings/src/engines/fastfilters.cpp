@@ -482,10 +482,11 @@ void FastfiltersEngine::compute(const std::vector<Volume>& raw, const ImageGeome
     // arithmetic follows from its image position, so tiles change no bit.
     // Long rows (per-row work dominates the per-row overhead), whole z when the volume is thin,
     // and as many rows as keep a tile near kTileVoxels.
+    // (Measured: larger tiles save instructions but lose them again in cache misses.)
     constexpr Index kTileVoxels = 32768;
     const Index tx = std::min<Index>(T.extent(2), 512);
     const Index tz = std::min<Index>(T.extent(0), 32);
-    const Index ty = std::clamp<Index>(kTileVoxels / (tz * tx), 4, T.extent(1));
+    const Index ty = std::clamp<Index>(kTileVoxels / (tz * tx), std::min<Index>(4, T.extent(1)), T.extent(1));
     TilePlanes planes;
     for (Index z0 = T.lo[0]; z0 < T.hi[0]; z0 += tz)
         for (Index y0 = T.lo[1]; y0 < T.hi[1]; y0 += ty)
