@@ -121,7 +121,7 @@ void compute_features(const RawView<T>& raw, const Box& target, const FeaturePla
         b += static_cast<std::size_t>(channels_per_input(plan.requests[q], volume_2d) * n_in);
     }
 
-    const FeatureOutput output{out, target, n_out};
+    const FeatureOutput output = FeatureOutput::interleaved(out, target, n_out);
     std::vector<Volume> channels;
     for (Index c = 0; c < n_in; ++c) {
         Volume channel(need);

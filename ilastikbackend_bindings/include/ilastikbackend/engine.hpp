@@ -57,25 +57,57 @@ struct ImageGeometry {
     bool is_2d() const { return shape[0] == 1; }
 };
 
-// Where one request's channels go in the output: a C-contiguous (tz, ty, tx, channels) array.
+// Where the features go: channel c of the pixel at (z, y, x) of `target` is at
+// data[pixel_index * pixel_stride + c * channel_stride]. The core's output is interleaved
+// (pixel_stride = channels, channel_stride = 1); engines may fill planar tiles (pixel_stride = 1,
+// channel_stride = tile size) and interleave them once a tile is complete (interleave_into).
 struct FeatureOutput {
     float* data = nullptr;
     Box target;          // image coordinates
     Index channels = 0;  // channels per pixel
+    Index pixel_stride = 0, channel_stride = 1;
+
+    static FeatureOutput interleaved(float* data, const Box& target, Index channels) {
+        return FeatureOutput{data, target, channels, channels, 1};
+    }
+    static FeatureOutput planar(float* data, const Box& tile, Index channels) {
+        return FeatureOutput{data, tile, channels, 1, tile.size()};
+    }
 
     // Writes f(z, y, x) into channel `ch` for every target pixel.
     template <class F>
     void write(Index ch, F f) const {
         Index idx = 0;
+        float* d = data + ch * channel_stride;
         for (Index z = target.lo[0]; z < target.hi[0]; ++z)
             for (Index y = target.lo[1]; y < target.hi[1]; ++y)
-                for (Index x = target.lo[2]; x < target.hi[2]; ++x, ++idx) data[idx * channels + ch] = f(z, y, x);
+                for (Index x = target.lo[2]; x < target.hi[2]; ++x, ++idx) d[idx * pixel_stride] = f(z, y, x);
     }
-    // Pointer to channel `ch` of the first pixel of target row (z, y); pixels are `channels` apart.
+    // Channel `ch` of the first pixel of target row (z, y); the row's pixels are pixel_stride apart.
     float* row(Index z, Index y, Index ch) const {
-        return data + (((z - target.lo[0]) * target.extent(1) + (y - target.lo[1])) * target.extent(2)) * channels + ch;
+        return data + (((z - target.lo[0]) * target.extent(1) + (y - target.lo[1])) * target.extent(2)) * pixel_stride +
+               ch * channel_stride;
     }
 };
+
+// Copies a complete planar tile into the interleaved output (AVX where the CPU has it).
+void interleave_into(const FeatureOutput& planar_tile, const FeatureOutput& out);
+
+// Tiles of a target for an engine's feature stage: long rows (up to 512 pixels), whole z when the
+// volume is thin (up to 32 slices), and as many rows as keep a tile near 32768 pixels, so that a
+// tile's planar channels and intermediates stay in cache.
+inline std::vector<Box> feature_tiles(const Box& t) {
+    constexpr Index kTileVoxels = 32768;
+    const Index tx = std::min<Index>(t.extent(2), 512);
+    const Index tz = std::min<Index>(t.extent(0), 32);
+    const Index ty = std::clamp<Index>(kTileVoxels / (tz * tx), std::min<Index>(4, t.extent(1)), t.extent(1));
+    std::vector<Box> tiles;
+    for (Index z0 = t.lo[0]; z0 < t.hi[0]; z0 += tz)
+        for (Index y0 = t.lo[1]; y0 < t.hi[1]; y0 += ty)
+            for (Index x0 = t.lo[2]; x0 < t.hi[2]; x0 += tx)
+                tiles.push_back(Box{{z0, y0, x0}, {std::min(z0 + tz, t.hi[0]), std::min(y0 + ty, t.hi[1]), std::min(x0 + tx, t.hi[2])}});
+    return tiles;
+}
 
 // One request on one input channel, and the output channel of its first value.
 struct ChannelJob {

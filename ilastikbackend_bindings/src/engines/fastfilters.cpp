@@ -389,15 +389,6 @@ void write_rows(TilePlanes& planes, Index ch, int n, F f) {
         }
 }
 
-void transpose_into(TilePlanes& planes, const FeatureOutput& out) {
-    const auto& K = ffsimd::kernels();
-    const Box& t = planes.tile;
-    const Index C = out.channels;
-    for (Index z = t.lo[0]; z < t.hi[0]; ++z)
-        for (Index y = t.lo[1]; y < t.hi[1]; ++y)
-            K.interleave(planes.row(0, z, y), t.size(), C, t.extent(2), out.row(z, y, 0) + (t.lo[2] - out.target.lo[2]) * C);
-}
-
 inline const float* at_row(const Scratch& v, Index z, Index y, Index x0) { return v.row(z, y) + (x0 - v.box.lo[2]); }
 
 // _ev2d_avx on a symmetric 2x2 tensor (xx, xy, yy): largest eigenvalue first.
@@ -480,23 +471,14 @@ void FastfiltersEngine::compute(const std::vector<Volume>& raw, const ImageGeome
     // The feature stage tile by tile, every column of a tile in turn, so that the tile's part of
     // the (pixel, channel) output and the stage's intermediates stay in cache. Every pixel's
     // arithmetic follows from its image position, so tiles change no bit.
-    // Long rows (per-row work dominates the per-row overhead), whole z when the volume is thin,
-    // and as many rows as keep a tile near kTileVoxels.
-    // (Measured: larger tiles save instructions but lose them again in cache misses.)
-    constexpr Index kTileVoxels = 32768;
-    const Index tx = std::min<Index>(T.extent(2), 512);
-    const Index tz = std::min<Index>(T.extent(0), 32);
-    const Index ty = std::clamp<Index>(kTileVoxels / (tz * tx), std::min<Index>(4, T.extent(1)), T.extent(1));
     TilePlanes planes;
-    for (Index z0 = T.lo[0]; z0 < T.hi[0]; z0 += tz)
-        for (Index y0 = T.lo[1]; y0 < T.hi[1]; y0 += ty)
-            for (Index x0 = T.lo[2]; x0 < T.hi[2]; x0 += tx) {
-                planes.tile = Box{{z0, y0, x0}, {std::min(z0 + tz, T.hi[0]), std::min(y0 + ty, T.hi[1]), std::min(x0 + tx, T.hi[2])}};
-                planes.channels = out.channels;
-                planes.data = Scratch(Box{{0, 0, 0}, {1, out.channels, planes.tile.size()}});
-                for (const Column& col : columns) feature_stage(col, image, planes);
-                transpose_into(planes, out);
-            }
+    for (const Box& tile : feature_tiles(T)) {
+        planes.tile = tile;
+        planes.channels = out.channels;
+        planes.data = Scratch(Box{{0, 0, 0}, {1, out.channels, tile.size()}});
+        for (const Column& col : columns) feature_stage(col, image, planes);
+        interleave_into(FeatureOutput::planar(planes.data.data(), tile, out.channels), out);
+    }
     columns.clear();
     ScratchPool::local().trim(std::size_t(16) << 20);  // keep up to 64 MB for the next call
 }

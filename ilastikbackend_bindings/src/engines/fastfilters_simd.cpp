@@ -5,6 +5,8 @@
 // has both. Nothing here may be contracted into FMAs by the compiler (-ffp-contract=off).
 #include "fastfilters_simd.hpp"
 
+#include "ilastikbackend/engine.hpp"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -239,4 +241,14 @@ const Kernels& kernels() {
 }
 
 }  // namespace ffsimd
+
+void interleave_into(const FeatureOutput& planar, const FeatureOutput& out) {
+    const auto& K = ffsimd::kernels();
+    const Box& t = planar.target;
+    for (Index z = t.lo[0]; z < t.hi[0]; ++z)
+        for (Index y = t.lo[1]; y < t.hi[1]; ++y)
+            K.interleave(planar.row(z, y, 0), planar.channel_stride, out.channels, t.extent(2),
+                         out.row(z, y, 0) + (t.lo[2] - out.target.lo[2]) * out.pixel_stride);
+}
+
 }  // namespace ilb

@@ -165,7 +165,7 @@ void write_n(const FeatureOutput& out, Index channel, Index n, F f) {
         for (Index y = t.lo[1]; y < t.hi[1]; ++y)
             for (Index x = t.lo[2]; x < t.hi[2]; ++x, ++idx) {
                 f(z, y, x, tmp);
-                for (Index e = 0; e < n; ++e) out.data[idx * out.channels + channel + e] = tmp[e];
+                for (Index e = 0; e < n; ++e) out.data[idx * out.pixel_stride + (channel + e) * out.channel_stride] = tmp[e];
             }
 }
 
@@ -204,15 +204,27 @@ void VigraEngine::compute(const std::vector<Volume>& channels, const ImageGeomet
                           const std::vector<ChannelJob>& jobs, const FeatureOutput& out) const {
     // Each channel covers the target plus halo, clipped to the image: its bounds are image bounds
     // wherever a kernel can reach them.
-    const FeatureOutput& w = out;
-    const Box& target = out.target;
-    {
-        for (const JobGroup& g : group_jobs(jobs)) {
-            const Volume& raw = channels[static_cast<std::size_t>(g.input)];
-            const Box rbox = raw.box;
-            const Index fz = g.filter_2d ? 0 : kFilterMargin;
-            const Box frame = target.grown({fz, kFilterMargin, kFilterMargin}, rbox);
-            const Volume p = presmooth(raw, presmooth_sigma(g.scale), g.presmooth_2d, frame);
+    // Presmoothing once per scale column, on the frame the feature kernels read (the target + 3);
+    // then the feature stage tile by tile into planar buffers (no strided writes), interleaved into
+    // the output once a tile is complete. vigra's arithmetic does not depend on a pixel's position,
+    // so tiles change no bit.
+    const std::vector<JobGroup> groups = group_jobs(jobs);
+    std::vector<Volume> presmoothed;
+    for (const JobGroup& g : groups) {
+        const Volume& raw = channels[static_cast<std::size_t>(g.input)];
+        const Index fz = g.filter_2d ? 0 : kFilterMargin;
+        const Box frame = out.target.grown({fz, kFilterMargin, kFilterMargin}, raw.box);
+        presmoothed.push_back(presmooth(raw, presmooth_sigma(g.scale), g.presmooth_2d, frame));
+    }
+    std::vector<float> planes;
+    for (const Box& tile : feature_tiles(out.target)) {
+        planes.resize(static_cast<std::size_t>(out.channels * tile.size()));
+        const FeatureOutput w = FeatureOutput::planar(planes.data(), tile, out.channels);
+        const Box& target = tile;
+        for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+            const JobGroup& g = groups[gi];
+            const Volume& p = presmoothed[gi];
+            const Box& frame = p.box;
             const double sf = feature_sigma(g.scale);
             // vigra: gradient at the inner scale s', tensor smoothed at the outer scale 0.5 s'.
             const double st_inner = sf;
@@ -302,6 +314,7 @@ void VigraEngine::compute(const std::vector<Volume>& channels, const ImageGeomet
                 }
             }
         }
+        interleave_into(w, out);
     }
 }
 
