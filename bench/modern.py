@@ -51,7 +51,7 @@ def make_project(tmp: Path, raw_zyxc: np.ndarray, name: str, in2d) -> Path:
     return projects.write_project(
         tmp / f"{name}.ilp", raw_zyxc[crop], scales=SCALES, matrix=selection(), in2d=in2d,
         axes="yx" if raw_zyxc.shape[0] == 1 else "zyx", version="1.4.1", n_classes=3, forests=4, trees=25,
-        samples_per_class=200, label_noise=0.0,
+        samples_per_class=80, label_noise=0.0,
     )  # fmt: skip
 
 

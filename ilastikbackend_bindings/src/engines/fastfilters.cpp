@@ -36,15 +36,17 @@ struct FirKernel {
     std::vector<float> c;   // c[0..radius]
 };
 
-int fir_radius(double sigma, float window) {
+// floor(window * sigma + 0.5) with a window (lazyflow always passes one), else ceil((3 + order/2) sigma).
+int fir_radius(double sigma, float window, int order = 0) {
     if (std::fabs(sigma) < 1e-6) return 0;
-    return static_cast<int>(std::floor(static_cast<double>(window) * sigma + 0.5));
+    if (window > 0) return static_cast<int>(std::floor(static_cast<double>(window) * sigma + 0.5));
+    return static_cast<int>(std::ceil((3.0 + 0.5 * order) * sigma));
 }
 
 FirKernel fir_kernel(int order, double sigma, float window) {
     if (!(sigma > 0.0) || order < 0 || order > 2) throw std::invalid_argument("invalid Gaussian kernel");
     FirKernel k;
-    k.radius = fir_radius(sigma, window);
+    k.radius = fir_radius(sigma, window, order);
     k.symmetric = order != 1;
     const int r = k.radius;
     k.c.assign(static_cast<std::size_t>(r) + 1, 0.0f);
