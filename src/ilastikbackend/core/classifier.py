@@ -152,12 +152,22 @@ class PixelClassifier:
         r = self._as_zyxc(raw)
         b, e = self._roi(r, begin, end)
         if tile is None:
-            tile = (512, 512) if self.spatial_ndim == 2 else (64, 64, 128)
+            tile = self._default_tile([e_ - b_ for b_, e_ in zip(b, e)], n_threads)
         tile = [int(t) for t in tile]
         if len(tile) == 2:  # a 2D tile: one z-slice at a time
             tile = [1, *tile]
         out = self.core.predict(r, b, e, int(n_threads), tile, **self._placement(origin, image_shape))
         return out[0] if self.spatial_ndim == 2 else out
+
+    def _default_tile(self, extent: Sequence[int], n_threads: int) -> list[int]:
+        """At most about 2^18 (2D) or 2^19 (3D) pixels per tile, so that a tile's feature matrix stays
+        bounded; the region is split evenly (no thin leftover tiles), and a region up to 1.25 times that
+        size is one tile (no halo computed twice) unless threads want more."""
+        default = [1, 512, 512] if self.spatial_ndim == 2 else [64, 64, 128]
+        extent = [max(1, int(n)) for n in extent]
+        if n_threads <= 1 and int(np.prod(extent)) <= 1.25 * int(np.prod(default)):
+            return extent
+        return [-(-n // -(-n // d)) for n, d in zip(extent, default)]  # ceil(n / ceil(n / d))
 
     def predict_block(
         self,
