@@ -43,6 +43,15 @@ def ensure_built() -> None:
         raise RuntimeError(f"building the fastfilters reference failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
 
 
+def mismatches(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Where two float32 arrays differ in their bits (+0 and -0 count as equal, NaN as NaN)."""
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    ours = np.ascontiguousarray(ours, np.float32)
+    ref = np.ascontiguousarray(ref, np.float32)
+    differ = ours.view(np.uint32) != ref.view(np.uint32)
+    return differ & ~((ours == 0) & (ref == 0)) & ~(np.isnan(ours) & np.isnan(ref))
+
+
 def run(command: str, **arrays) -> dict[str, np.ndarray]:
     """Run one reference command; arrays go in and come back as .npz."""
     with tempfile.TemporaryDirectory() as tmp:

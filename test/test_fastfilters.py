@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from fastfilters_oracle import mismatches
 
 from ilastikbackend import _core
 from ilastikbackend.core.engines import ENGINE_VERSIONS, ENGINES
@@ -27,25 +28,6 @@ FEATURE_IDS = [
 ]
 ILASTIK_SCALES = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
 OP_SIGMAS = {3: (1.0, 0.66), 4: (1.0, 0.5)}
-
-
-@pytest.fixture(scope="session")
-def ff_oracle():
-    import fastfilters_oracle
-
-    if not os.path.exists(fastfilters_oracle.SYSTEM_PYTHON):
-        pytest.fail(f"the fastfilters reference needs {fastfilters_oracle.SYSTEM_PYTHON} with python3-vigra")
-    fastfilters_oracle.ensure_built()
-    return fastfilters_oracle
-
-
-def mismatches(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Where two float32 arrays differ in their bits (+0 and -0 count as equal, NaN as NaN)."""
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    ours = np.ascontiguousarray(ours, np.float32)
-    ref = np.ascontiguousarray(ref, np.float32)
-    differ = ours.view(np.uint32) != ref.view(np.uint32)
-    return differ & ~((ours == 0) & (ref == 0)) & ~(np.isnan(ours) & np.isnan(ref))
 
 
 def requests(z: int, scales, in2d=None, matrix=None) -> list[tuple[int, float, bool, bool]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastfilters_oracle import mismatches
 from PIL import Image
-from test_fastfilters import ff_oracle, mismatches  # noqa: F401
 
 from ilastikbackend.core import PixelClassifier, load_project
 
@@ -51,7 +51,7 @@ def test_2d_export_bit_for_bit_whatever_the_blocks(block_shape):
     assert float(np.abs(probs - reference).max()) == 0.0
 
 
-def test_3d_project_flips_no_more_than_the_real_library(ff_oracle):  # noqa: F811
+def test_3d_project_flips_no_more_than_the_real_library(ff_oracle):
     import vigra_oracle
 
     project, raw, reference = load("ilastik-api-3d-1c-v141")
