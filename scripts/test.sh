@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 apt_missing=()
 for pkg in python3-vigra python3-h5py python3-pyqt5 python3-venv python3-pip xvfb redis-server rabbitmq-server g++ \
-           docker-compose chromium; do
+           cmake docker-compose chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_missing+=("$pkg")
 done
 if [ ${#apt_missing[@]} -gt 0 ]; then
@@ -30,6 +30,12 @@ python3 -m pip install -q --no-deps --no-build-isolation -e .
 
 # volumina (ilastik's viewer, not on PyPI) from its source archive, for the volumina screenshot tests (cached)
 ./scripts/install_volumina.sh >/dev/null
+# The real fastfilters library (ilastik >= 1.3's features, GCC -Ofast as ilastik's packages built it),
+# the reference of the fastfilters engine's tests; built once into a cache, next runs reuse it.
+if [ -x ../shared/reference/build_fastfilters.sh ]; then
+  export ILASTIKBACKEND_FASTFILTERS=${ILASTIKBACKEND_FASTFILTERS:-$HOME/.cache/ilastikbackend/fastfilters-87f08b5-ofast}
+  bash ../shared/reference/build_fastfilters.sh "$ILASTIKBACKEND_FASTFILTERS" /usr/bin/python3 >/dev/null
+fi
 
 ruff check .
 python3 -m pytest -q "$@"

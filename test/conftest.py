@@ -43,6 +43,17 @@ def oracle():
 
 
 @pytest.fixture(scope="session")
+def ff_oracle():
+    """The real fastfilters library (built once into a cache by fastfilters_oracle.ensure_built)."""
+    import fastfilters_oracle
+
+    if not vigra_oracle.vigra_available():
+        pytest.fail(f"the fastfilters reference runs under {vigra_oracle.SYSTEM_PYTHON} with python3-vigra")
+    fastfilters_oracle.ensure_built()
+    return fastfilters_oracle
+
+
+@pytest.fixture(scope="session")
 def project_3d(tmp_path_factory, oracle):
     """A 3D uint16 project trained by vigra, 3 classes, with ComputeIn2d all False."""
     raw = projects.blobs((24, 40, 36), seed=3, dtype=np.uint16)[..., None]

@@ -106,7 +106,7 @@ def exact_eigenvalues(tensor: np.ndarray, n: int) -> np.ndarray:
     return np.linalg.eigvalsh(m)[..., ::-1]
 
 
-def feature(fid: str, p: np.ndarray, s: float, structure_tensor: str = "vigra") -> np.ndarray:
+def feature(fid: str, p: np.ndarray, s: float) -> np.ndarray:
     """One feature on a presmoothed 2D or 3D array; returns (..., k)."""
     sf = 1.0 if s > 1.0 else s
     nd = p.ndim
@@ -122,7 +122,7 @@ def feature(fid: str, p: np.ndarray, s: float, structure_tensor: str = "vigra") 
         comps = [_filter(p, sf, {i: 2} if i == j else {i: 1, j: 1}) for i in range(nd) for j in range(i, nd)]
         return _eig_desc(np.stack(comps, -1), nd)
     if fid == "StructureTensorEigenvalues":
-        inner, outer = (sf, 0.5 * sf) if structure_tensor == "vigra" else (0.5 * sf, sf)
+        inner, outer = sf, 0.5 * sf  # vigra: gradient at s', tensor smoothed at 0.5 s'
         grads = [_filter(p, inner, {a: 1}) for a in range(nd)]
         comps = [separable(grads[i] * grads[j], [kernel(outer, 0, 2.0)] * nd) for i in range(nd) for j in range(i, nd)]
         return _eig_desc(np.stack(comps, -1), nd)
@@ -135,7 +135,6 @@ def features(
     scales,
     matrix,
     in2d=None,
-    structure_tensor: str = "vigra",
 ) -> np.ndarray:
     """ilastik's feature stack of a (z, y, x, c) volume, (z, y, x, F) float64."""
     raw = np.asarray(raw, dtype=np.float32).astype(np.float64)
@@ -155,9 +154,9 @@ def features(
                 g = kernel(t, 0, 3.5)
                 p = separable(vol, [None if col_2d else g, g, g])
                 if filt_2d:
-                    out.append(np.stack([feature(fid, p[k], s, structure_tensor) for k in range(z)]))
+                    out.append(np.stack([feature(fid, p[k], s) for k in range(z)]))
                 else:
-                    out.append(feature(fid, p, s, structure_tensor))
+                    out.append(feature(fid, p, s))
     return np.concatenate(out, axis=-1)
 
 

@@ -64,8 +64,14 @@ def write_project(
     forests: int = 2,
     trees: int = 8,
     seed: int = 0,
+    samples_per_class: int = 150,
+    label_noise: float = 0.0,
 ) -> Path:
-    """Train vigra forests on vigra features of ``raw_zyxc`` and write a Pixel Classification .ilp."""
+    """Train vigra forests on vigra features of ``raw_zyxc`` and write a Pixel Classification .ilp.
+
+    Labels follow intensity quantiles; ``label_noise`` of them are reassigned at random, which
+    grows the deep trees of real projects (hand-drawn labels are never separable by intensity).
+    """
     path = Path(path)
     matrix = np.ones((len(feature_ids), len(scales)), bool) if matrix is None else np.asarray(matrix, bool)
     args = dict(
@@ -73,7 +79,6 @@ def write_project(
         feature_ids=np.array(feature_ids),
         scales=np.array(scales, float),
         matrix=matrix,
-        structure_tensor="vigra",
     )
     if in2d is not None:
         args["in2d"] = np.array(in2d, bool)
@@ -83,10 +88,12 @@ def write_project(
     edges = np.quantile(intensity, np.linspace(0, 1, n_classes + 1)[1:-1])
     classes = np.digitize(intensity, edges) + 1
     picks = np.concatenate(
-        [rng.choice(np.flatnonzero(classes == c), 150, replace=False) for c in range(1, n_classes + 1)]
+        [rng.choice(np.flatnonzero(classes == c), samples_per_class, replace=False) for c in range(1, n_classes + 1)]
     )
     X = feats.reshape(-1, feats.shape[-1])[picks]
     y = classes[picks].astype(np.uint32)
+    noisy = rng.random(len(y)) < label_noise
+    y[noisy] = rng.integers(1, n_classes + 1, int(noisy.sum()))
     groups = [f"PixelClassification/ClassifierForests/Forest{i:04d}" for i in range(forests)]
     if path.exists():
         path.unlink()

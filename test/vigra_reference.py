@@ -5,8 +5,8 @@ Runs under ``/usr/bin/python3`` in a subprocess of the tests (vigra is not impor
 the project's Python). Commands, each reading and writing ``.npz`` files:
 
 ``features IN OUT``
-    IN: ``raw`` (z, y, x, c), ``feature_ids``, ``scales``, ``matrix``, optional ``in2d``,
-    ``structure_tensor`` ("vigra" | "fastfilters"). OUT: ``features`` (z, y, x, F) float32,
+    IN: ``raw`` (z, y, x, c), ``feature_ids``, ``scales``, ``matrix``, optional ``in2d``.
+    OUT: ``features`` (z, y, x, F) float32,
     channels in ilastik's order (feature, scale, input channel, eigenvalue).
 ``predict IN OUT``
     IN: ``features`` (N, F) float32, ``ilp`` (path), ``forests`` (HDF5 paths inside it),
@@ -41,15 +41,15 @@ def gs2(img2, sigma, window):
     return np.asarray(vigra.filters.gaussianSmoothing(v, sigma, window_size=window))[..., 0]
 
 
-def feature(fid, p, s, filter_2d, structure_tensor):
+def feature(fid, p, s, filter_2d):
     """One feature op on a presmoothed (z, y, x) volume: returns (z, y, x, k)."""
     sf = 1.0 if s > 1.0 else s
     if filter_2d:
-        return np.stack([feature_nd(fid, p[z], "yxc", sf, structure_tensor) for z in range(p.shape[0])])
-    return feature_nd(fid, p, "zyxc", sf, structure_tensor)
+        return np.stack([feature_nd(fid, p[z], "yxc", sf) for z in range(p.shape[0])])
+    return feature_nd(fid, p, "zyxc", sf)
 
 
-def feature_nd(fid, p, tags, sf, structure_tensor):
+def feature_nd(fid, p, tags, sf):
     v = vigra.taggedView(np.ascontiguousarray(p, dtype=np.float32)[..., None], tags)
     f = vigra.filters
     w = WINDOW_FEATURE
@@ -64,8 +64,7 @@ def feature_nd(fid, p, tags, sf, structure_tensor):
             f.gaussianSmoothing(v, 0.66 * sf, window_size=w)
         )
     elif fid == "StructureTensorEigenvalues":
-        inner, outer = (sf, 0.5 * sf) if structure_tensor == "vigra" else (0.5 * sf, sf)
-        r = f.structureTensorEigenvalues(v, inner, outer, window_size=w)
+        r = f.structureTensorEigenvalues(v, sf, 0.5 * sf, window_size=w)
     elif fid == "HessianOfGaussianEigenvalues":
         r = f.hessianOfGaussianEigenvalues(v, scale=sf, window_size=w)
     else:
@@ -82,9 +81,9 @@ def features(args):
     scales = [float(x) for x in args["scales"]]
     matrix = np.asarray(args["matrix"], bool)
     in2d = [bool(x) for x in args["in2d"]] if "in2d" in args else None
-    st = str(args["structure_tensor"])
     z = raw.shape[0]
     out = []
+    smoothed = {}
     for i, fid in enumerate(ids):
         for j, s in enumerate(scales):
             if not matrix[i, j]:
@@ -93,8 +92,11 @@ def features(args):
             sf = 1.0 if s > 1.0 else s
             filt_2d = col_2d or any(int(np.ceil(fac * sf * 2)) + 1 > z for fac in OP_SIGMAS.get(fid, (1.0,)))
             for c in range(raw.shape[-1]):
-                p = presmoothed(raw[..., c], s, col_2d)
-                out.append(feature(fid, p, s, filt_2d, st))
+                # lazyflow presmooths each scale column once per channel and shares it
+                key = (s, col_2d, c)
+                if key not in smoothed:
+                    smoothed[key] = presmoothed(raw[..., c], s, col_2d)
+                out.append(feature(fid, smoothed[key], s, filt_2d))
     return {"features": np.concatenate(out, axis=-1).astype(np.float32)}
 
 

@@ -3,26 +3,46 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+
 #include "ilastikbackend/blocking.hpp"
 #include "ilastikbackend/classifier.hpp"
 #include "ilastikbackend/features.hpp"
 #include "ilastikbackend/forest.hpp"
 #include "ilastikbackend/kernels.hpp"
+#include "engines/fastfilters_simd.hpp"
 
 namespace py = pybind11;
 using namespace ilb;
 
 namespace {
 
-Box target_box(const std::vector<Index>& begin, const std::vector<Index>& end) {
-    if (begin.size() != 3 || end.size() != 3) throw std::invalid_argument("target begin/end need 3 values (z, y, x)");
-    return Box{{begin[0], begin[1], begin[2]}, {end[0], end[1], end[2]}};
+Coord coord(const std::vector<Index>& v, const char* what) {
+    if (v.size() != 3) throw std::invalid_argument(std::string(what) + " needs 3 values (z, y, x)");
+    return Coord{v[0], v[1], v[2]};
+}
+
+// The target in image coordinates: begin/end are given in the raw array's coordinates.
+Box target_box(const std::vector<Index>& begin, const std::vector<Index>& end, const std::optional<std::vector<Index>>& origin) {
+    const Coord b = coord(begin, "target begin"), e = coord(end, "target end");
+    const Coord o = origin ? coord(*origin, "origin") : Coord{0, 0, 0};
+    return Box{{b[0] + o[0], b[1] + o[1], b[2] + o[2]}, {e[0] + o[0], e[1] + o[1], e[2] + o[2]}};
+}
+
+FeaturePlan make_plan(const std::vector<std::tuple<int, double, bool, bool>>& requests, const std::string& engine) {
+    FeaturePlan p;
+    for (const auto& [f, s, p2, f2] : requests) p.requests.push_back(FeatureRequest{f, s, p2, f2});
+    p.engine = make_engine(engine);
+    p.validate();
+    return p;
 }
 
 // Calls f(RawView<T>) for a (z, y, x, c) array of uint8, uint16 or float32; other dtypes
-// are converted to float32 first, as ilastik casts its input.
+// are converted to float32 first, as ilastik casts its input. The array holds the image region
+// starting at `origin` of an image of spatial shape `image` (defaults: the array is the image).
 template <class F>
-void with_raw(py::array raw, F&& f) {
+void with_raw(py::array raw, const std::optional<std::vector<Index>>& origin, const std::optional<std::vector<Index>>& image,
+              F&& f) {
     if (raw.ndim() != 4) throw std::invalid_argument("raw must be a (z, y, x, c) array");
     auto run = [&](auto tag) {
         using T = decltype(tag);
@@ -32,18 +52,14 @@ void with_raw(py::array raw, F&& f) {
         v.data = a.data();
         for (int i = 0; i < 4; ++i) v.shape[i] = a.shape(i);
         if (v.shape[3] < 1 || v.shape[0] < 1 || v.shape[1] < 1 || v.shape[2] < 1) throw std::invalid_argument("raw array is empty");
+        v.origin = origin ? coord(*origin, "origin") : Coord{0, 0, 0};
+        v.image = image ? coord(*image, "image_shape") : Coord{v.shape[0], v.shape[1], v.shape[2]};
         py::gil_scoped_release release;
         f(v);
     };
     if (raw.dtype().is(py::dtype::of<std::uint8_t>())) run(std::uint8_t{});
     else if (raw.dtype().is(py::dtype::of<std::uint16_t>())) run(std::uint16_t{});
     else run(float{});
-}
-
-StructureTensorMode st_mode(const std::string& s) {
-    if (s == "vigra") return StructureTensorMode::Vigra;
-    if (s == "fastfilters") return StructureTensorMode::FastfiltersCompat;
-    throw std::invalid_argument("structure tensor must be 'vigra' or 'fastfilters', not '" + s + "'");
 }
 
 }  // namespace
@@ -70,32 +86,51 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("sigma"), py::arg("order") = 0, py::arg("window") = 0.0,
         "vigra's Gaussian (derivative) kernel taps k[-r..r]");
 
-    py::class_<FeaturePlan>(m, "FeaturePlan", "Which features to compute, in output order.")
-        .def(py::init([](const std::vector<std::tuple<int, double, bool, bool>>& requests, const std::string& st) {
-                 FeaturePlan p;
-                 for (const auto& [f, s, p2, f2] : requests) p.requests.push_back(FeatureRequest{f, s, p2, f2});
-                 p.structure_tensor = st_mode(st);
-                 p.validate();
-                 return p;
-             }),
-             py::arg("requests"), py::arg("structure_tensor") = "vigra",
-             "requests: (feature_id, scale, presmooth_2d, filter_2d) tuples")
+    m.def("engine_names", &engine_names, "Names of the feature engines compiled into the core.");
+    m.def("fastfilters_kernels", [] { return std::string(ffsimd::kernels().name); },
+          "Which kernels the fastfilters engine runs on this CPU: 'avx2+fma' or 'portable' (same bits).");
+
+    py::class_<FeaturePlan>(m, "FeaturePlan", "Which features to compute, in output order, and by which engine.")
+        .def(py::init(&make_plan), py::arg("requests"), py::arg("engine") = "vigra",
+             "requests: (feature_id, scale, presmooth_2d, filter_2d) tuples; engine: a name from engine_names()")
+        .def_property_readonly("engine", [](const FeaturePlan& p) { return p.engine->name(); })
         .def("halo", [](const FeaturePlan& p) {
             Coord h = p.halo();
             return std::vector<Index>(h.begin(), h.end());
         })
         .def("output_channels", &FeaturePlan::output_channels, py::arg("input_channels"), py::arg("volume_is_2d"));
 
-    m.def("compute_features", [](py::array raw, const std::vector<Index>& begin, const std::vector<Index>& end, const FeaturePlan& plan) {
-            const Box t = target_box(begin, end);
-            const bool is2d = raw.ndim() == 4 && raw.shape(0) == 1;
+    m.def("compute_features", [](py::array raw, const std::vector<Index>& begin, const std::vector<Index>& end, const FeaturePlan& plan,
+                                 const std::optional<std::vector<Index>>& origin, const std::optional<std::vector<Index>>& image_shape) {
+            const Box t = target_box(begin, end, origin);
+            const bool is2d = image_shape ? (*image_shape)[0] == 1 : (raw.ndim() == 4 && raw.shape(0) == 1);
             const Index C = plan.output_channels(raw.ndim() == 4 ? raw.shape(3) : 1, is2d);
-            py::array_t<float> out({t.extent(0), t.extent(1), t.extent(2), C});
+            py::array_t<float> out({std::max<Index>(t.extent(0), 0), std::max<Index>(t.extent(1), 0), std::max<Index>(t.extent(2), 0), C});
             float* dst = out.mutable_data();
-            with_raw(raw, [&](const auto& v) { compute_features(v, t, plan, dst); });
+            with_raw(raw, origin, image_shape, [&](const auto& v) { compute_features(v, t, plan, dst); });
             return out;
-        }, py::arg("raw"), py::arg("begin"), py::arg("end"), py::arg("plan"),
-        "Features of raw[begin:end] as (z, y, x, channels) float32; raw is (z, y, x, c).");
+        }, py::arg("raw"), py::arg("begin"), py::arg("end"), py::arg("plan"), py::arg("origin") = py::none(),
+        py::arg("image_shape") = py::none(),
+        "Features of raw[begin:end] as (z, y, x, channels) float32. raw is (z, y, x, c): the image region that starts "
+        "at `origin` of an image of spatial shape `image_shape` (defaults: raw is the whole image).");
+
+    m.def("gaussian_derivative", [](const std::string& engine, py::array_t<float, py::array::c_style | py::array::forcecast> image,
+                                    int order, double sigma, double window) {
+            if (image.ndim() != 2 && image.ndim() != 3) throw std::invalid_argument("image must be 2D (y, x) or 3D (z, y, x)");
+            const auto e = make_engine(engine);
+            const Index nz = image.ndim() == 3 ? image.shape(0) : 1;
+            Volume in(Box{{0, 0, 0}, {nz, image.shape(image.ndim() - 2), image.shape(image.ndim() - 1)}});
+            std::copy_n(image.data(), in.data.size(), in.data.data());
+            Volume res;
+            {
+                py::gil_scoped_release release;
+                res = e->gaussian_derivative(in, order, sigma, window);
+            }
+            py::array_t<float> out(std::vector<py::ssize_t>(image.shape(), image.shape() + image.ndim()));
+            std::copy_n(res.data.data(), res.data.size(), out.mutable_data());
+            return out;
+        }, py::arg("engine"), py::arg("image"), py::arg("order"), py::arg("sigma"), py::arg("window") = 0.0,
+        "The engine's separable Gaussian (derivative) filter along every axis of a whole 2D/3D float32 image.");
 
     py::class_<Forest>(m, "Forest", "One vigra random forest.")
         .def(py::init<int, int, bool>(), py::arg("class_count"), py::arg("column_count"), py::arg("predict_weighted") = false)
@@ -158,14 +193,22 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("plan", &PixelClassifierCore::plan)
         .def_property_readonly("output_channels", [](const PixelClassifierCore& c) { return c.ensemble().output_channels(); })
         .def("predict", [](const PixelClassifierCore& c, py::array raw, const std::vector<Index>& begin, const std::vector<Index>& end,
-                           int n_threads, const std::vector<Index>& tile) {
-            const Box t = target_box(begin, end);
+                           int n_threads, const std::vector<Index>& tile, const std::optional<std::vector<Index>>& origin,
+                           const std::optional<std::vector<Index>>& image_shape) {
+            const Box t = target_box(begin, end, origin);
             if (tile.size() != 3 || tile[0] < 1 || tile[1] < 1 || tile[2] < 1) throw std::invalid_argument("tile needs 3 positive values");
-            py::array_t<float> out({t.extent(0), t.extent(1), t.extent(2), static_cast<Index>(c.ensemble().output_channels())});
+            py::array_t<float> out({std::max<Index>(t.extent(0), 0), std::max<Index>(t.extent(1), 0), std::max<Index>(t.extent(2), 0),
+                                    static_cast<Index>(c.ensemble().output_channels())});
             float* dst = out.mutable_data();
-            with_raw(raw, [&](const auto& v) { c.predict(v, t, dst, n_threads, Coord{tile[0], tile[1], tile[2]}); });
+            with_raw(raw, origin, image_shape, [&](const auto& v) {
+                // Reject blocks without their halo before any work (and with the clear message).
+                check_features_input(v, t, c.plan());
+                c.predict(v, t, dst, n_threads, Coord{tile[0], tile[1], tile[2]});
+            });
             return out;
-        }, py::arg("raw"), py::arg("begin"), py::arg("end"), py::arg("n_threads") = 1, py::arg("tile") = std::vector<Index>{64, 256, 256});
+        }, py::arg("raw"), py::arg("begin"), py::arg("end"), py::arg("n_threads") = 1, py::arg("tile") = std::vector<Index>{64, 256, 256},
+        py::arg("origin") = py::none(), py::arg("image_shape") = py::none(),
+        "Probabilities of raw[begin:end]; raw as in compute_features.");
 
     py::register_exception_translator([](std::exception_ptr p) {
         try {

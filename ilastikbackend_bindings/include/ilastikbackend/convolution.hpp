@@ -1,4 +1,4 @@
-// Separable convolution passes over boxes, with vigra's reflective border.
+// Separable convolution passes over boxes, with vigra's reflective border (the vigra engine).
 //
 // A pass along one axis produces values on `out_box`; it reads the input along that axis
 // on out_box +- radius and mirrors at the input's own bounds. Callers make sure that the
@@ -13,14 +13,6 @@
 #include "kernels.hpp"
 
 namespace ilb {
-
-// A read-only view of the raw input: a C-contiguous (z, y, x, c) array of T.
-template <class T>
-struct RawView {
-    const T* data = nullptr;
-    Index shape[4] = {1, 1, 1, 1};
-    Box box() const { return Box{{0, 0, 0}, {shape[0], shape[1], shape[2]}}; }
-};
 
 // Kernel taps reversed, so that out[i] = sum_j kf[j] * line[i + j] with line[0] = in[i - r]:
 // the same terms, summed in the same order, as vigra's convolveLine.
@@ -64,32 +56,6 @@ inline void convolve_line_x(Getter get, Index in_lo, Index in_hi, float* out, In
     const float* b = buf.data();
     accumulate_rows<Acc>([&](Index j) { return b + j; }, kf, n, out, acc);
 
-}
-
-template <class Acc, class T>
-void convolve_raw_x_impl(const RawView<T>& raw, Index channel, const Kernel1D& k, const Box& out_box, Volume& out) {
-    const Box in_box = raw.box();
-    const auto kf = flipped_taps<Acc>(k);
-    std::vector<float> buf;
-    std::vector<Acc> acc;
-    const Index C = raw.shape[3];
-    for (Index z = out_box.lo[0]; z < out_box.hi[0]; ++z)
-        for (Index y = out_box.lo[1]; y < out_box.hi[1]; ++y) {
-            const T* line = raw.data + ((z * raw.shape[1] + y) * raw.shape[2]) * C + channel;
-            convolve_line_x<Acc>([&](Index x) { return static_cast<float>(line[x * C]); }, in_box.lo[2], in_box.hi[2],
-                                 out.row(z, y), out_box.lo[2], out_box.hi[2], kf, buf, acc);
-        }
-}
-
-// First pass of the presmoothing: along x straight from the typed raw input, channel c
-// (converted to float32 first, as ilastik casts its input).
-template <class T>
-Volume convolve_raw_x(const RawView<T>& raw, Index channel, const Kernel1D& k, const Box& out_box) {
-    check_line(out_box.lo[2], out_box.hi[2], k.radius, 0, raw.shape[2]);
-    Volume out(out_box);
-    if (k.precision == Precision::Float) convolve_raw_x_impl<float>(raw, channel, k, out_box, out);
-    else convolve_raw_x_impl<double>(raw, channel, k, out_box, out);
-    return out;
 }
 
 template <class Acc, class Term = Acc>

@@ -1,47 +1,33 @@
 // The six ilastik pixel features, computed the way ilastik's OpPixelFeaturesPresmoothed does
 // (see ILASTIK-SEMANTICS.md): per scale s, presmooth the raw channel with a Gaussian of
 // sigma t = sqrt(s^2 - 1) (s > 1) or s (window 3.5), then apply the feature filter at
-// s' = min(s, 1) with window 2. All features of one scale share their separable passes.
+// s' = min(s, 1) with window 2. Whose arithmetic does it is the plan's engine (engine.hpp).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "box.hpp"
-#include "convolution.hpp"
-#include "kernels.hpp"
+#include "engine.hpp"
 
 namespace ilb {
 
-enum FeatureId : int {
-    GaussianSmoothing = 0,
-    LaplacianOfGaussian = 1,
-    GaussianGradientMagnitude = 2,
-    DifferenceOfGaussians = 3,
-    StructureTensorEigenvalues = 4,
-    HessianOfGaussianEigenvalues = 5,
+// A read-only view of raw input: a C-contiguous (z, y, x, c) array of T that holds the region
+// `box()` of an image of spatial shape `image` (a block with its halo, or the whole image).
+template <class T>
+struct RawView {
+    const T* data = nullptr;
+    Index shape[4] = {1, 1, 1, 1};
+    Coord origin{0, 0, 0};  // image coordinates of data[0]
+    Coord image{0, 0, 0};   // the image's spatial shape
+
+    Box box() const { return Box{origin, {origin[0] + shape[0], origin[1] + shape[1], origin[2] + shape[2]}}; }
+    ImageGeometry geometry() const { return ImageGeometry{image}; }
 };
-
-// vigra: gradient at the inner scale, tensor smoothed at the outer scale.
-// fastfilters' Python binding swaps the two (ILASTIK-SEMANTICS.md 3.8).
-enum class StructureTensorMode { Vigra, FastfiltersCompat };
-
-struct FeatureRequest {
-    int feature = 0;
-    double scale = 1.0;
-    bool presmooth_2d = false;  // presmoothing skips z (ComputeIn2d)
-    bool filter_2d = false;     // feature filter works per z-slice (ComputeIn2d, or z too small)
-};
-
-constexpr double kPresmoothWindow = 3.5;
-constexpr double kFeatureWindow = 2.0;
-// Footprint of the feature stage around the target (ceil(3.5 * 0.7) in lazyflow).
-constexpr Index kFilterMargin = 3;
-
-inline double presmooth_sigma(double s) { return s > 1.0 ? std::sqrt(s * s - 1.0) : s; }
-inline double feature_sigma(double s) { return s > 1.0 ? 1.0 : s; }
 
 // Channels one request produces per input channel: 1, or one per eigenvalue.
 inline Index channels_per_input(const FeatureRequest& r, bool volume_is_2d) {
@@ -52,9 +38,10 @@ inline Index channels_per_input(const FeatureRequest& r, bool volume_is_2d) {
 
 struct FeaturePlan {
     std::vector<FeatureRequest> requests;
-    StructureTensorMode structure_tensor = StructureTensorMode::Vigra;
+    std::shared_ptr<const FeatureEngine> engine;
 
     void validate() const {
+        if (!engine) throw std::invalid_argument("no feature engine");
         if (requests.empty()) throw std::invalid_argument("no features selected");
         for (const auto& r : requests) {
             if (r.feature < 0 || r.feature > 5)
@@ -70,8 +57,9 @@ struct FeaturePlan {
         return n;
     }
 
-    // Halo per side (z, y, x) the raw data needs around a target: 3 + ceil(3.5 max(0.7, s_max)).
-    // No halo in z when every column is computed in 2D.
+    // Halo per side (z, y, x) the raw data needs around a target: lazyflow's
+    // 3 + ceil(3.5 max(0.7, s_max)), which covers both engines' presmoothing radius plus the
+    // feature stage. No halo in z when every column is computed in 2D.
     Coord halo() const {
         double smax = 0.7;
         bool z3d = false;
@@ -84,10 +72,19 @@ struct FeaturePlan {
     }
 };
 
-// Computes the features of `target` (a box in the raw array's coordinates) into `out`,
-// a C-contiguous (tz, ty, tx, C_out) float32 array, channels in request order, then input
-// channel, then eigenvalue (descending). The raw array's bounds are treated as image
-// bounds: it must hold the target plus plan.halo() wherever the image does.
+// Rejects images with a line shorter than one of the plan's kernels, naming feature and scale
+// (ilastik's GUI forbids such scales; fastfilters would read out of bounds).
+void check_image_fits(const FeaturePlan& plan, const ImageGeometry& image);
+
+// Throws std::invalid_argument, with a message for the user, unless `raw` lies in its image,
+// holds `target` plus plan.halo() (clipped to the image), and the image fits the plan's kernels.
+template <class T>
+void check_features_input(const RawView<T>& raw, const Box& target, const FeaturePlan& plan);
+
+// Computes the features of `target` (image coordinates, inside raw.box()) into `out`, a
+// C-contiguous (tz, ty, tx, C_out) float32 array, channels in request order, then input channel,
+// then eigenvalue (descending). The raw view must hold the target grown by plan.halo() wherever
+// the image does; every pixel then gets the value the whole-image computation gives it.
 template <class T>
 void compute_features(const RawView<T>& raw, const Box& target, const FeaturePlan& plan, float* out);
 

@@ -44,12 +44,17 @@ class PixelClassifier:
     Raw arrays are ``(y, x[, c])`` for 2D projects and ``(z, y, x[, c])`` for 3D ones;
     uint8, uint16 and float32 are used as they are, anything else is cast to float32 as
     ilastik does. The core releases the GIL, so blocks can be predicted on threads.
+
+    A raw array is the whole image unless ``origin`` (where its first pixel sits in the image)
+    and ``image_shape`` say otherwise. Blocks need them: in the fastfilters engine a pixel's last
+    bits depend on its position in the image, and every pixel gets the whole-image arithmetic,
+    so any blocking gives ilastik's numbers bit for bit.
     """
 
     def __init__(self, project: Project, *, z_size: int | None = None, engine: str | None = None):
         if engine is None:
             engine = resolve_engine(project.ilastik_version).name
-        if engine not in ENGINES:
+        if engine not in ENGINES or engine not in _core.engine_names():
             raise ValueError(f"feature engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.project = project
         self.engine = engine
@@ -99,16 +104,32 @@ class PixelClassifier:
         e = list(shape) if end is None else self._zyx(end, 1)
         return b, e
 
+    def _placement(self, origin, image_shape) -> dict:
+        """The core's ``origin``/``image_shape`` keywords (z, y, x) for a block of the image."""
+        if origin is None and image_shape is None:
+            return {}
+        if origin is None or image_shape is None:
+            raise ValueError("a block needs both its origin and the image shape")
+        return {"origin": self._zyx(origin, 0), "image_shape": self._zyx(image_shape, 1)}
+
     def features(
-        self, raw: np.ndarray, begin: Sequence[int] | None = None, end: Sequence[int] | None = None
+        self,
+        raw: np.ndarray,
+        begin: Sequence[int] | None = None,
+        end: Sequence[int] | None = None,
+        *,
+        origin: Sequence[int] | None = None,
+        image_shape: Sequence[int] | None = None,
     ) -> np.ndarray:
         """ilastik's feature channels for ``raw[begin:end]``, shape ``(*spatial, n_features)``, float32.
 
-        The bounds of ``raw`` are taken as the image's bounds (mirrored like vigra).
+        ``raw`` is the whole image, or the region of an image of spatial shape ``image_shape``
+        that starts at ``origin`` (it must then hold the target plus :attr:`halo` wherever the
+        image does). Borders are mirrored where the image ends.
         """
         r = self._as_zyxc(raw)
         b, e = self._roi(r, begin, end)
-        out = _core.compute_features(r, b, e, self.plan)
+        out = _core.compute_features(r, b, e, self.plan, **self._placement(origin, image_shape))
         return out[0] if self.spatial_ndim == 2 else out
 
     def predict(
@@ -117,34 +138,53 @@ class PixelClassifier:
         begin: Sequence[int] | None = None,
         end: Sequence[int] | None = None,
         *,
+        origin: Sequence[int] | None = None,
+        image_shape: Sequence[int] | None = None,
         n_threads: int = 1,
         tile: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Class probabilities for ``raw[begin:end]``, shape ``(*spatial, num_classes)``, float32.
 
-        ``raw`` is the whole image or a block with its halo (see :meth:`halo`); its bounds are
-        treated as image bounds. Work is cut into tiles (``(y, x)`` or ``(z, y, x)``) computed on
-        ``n_threads`` threads.
+        ``raw`` is the whole image, or a block with its halo (see :attr:`halo`) that starts at
+        ``origin`` in an image of spatial shape ``image_shape``. Work is cut into tiles
+        (``(y, x)`` or ``(z, y, x)``) computed on ``n_threads`` threads; neither changes a bit.
         """
         r = self._as_zyxc(raw)
         b, e = self._roi(r, begin, end)
         if tile is None:
-            tile = (512, 512) if self.spatial_ndim == 2 else (64, 64, 128)
+            tile = self._default_tile([e_ - b_ for b_, e_ in zip(b, e)], n_threads)
         tile = [int(t) for t in tile]
         if len(tile) == 2:  # a 2D tile: one z-slice at a time
             tile = [1, *tile]
-        out = self.core.predict(r, b, e, int(n_threads), tile)
+        out = self.core.predict(r, b, e, int(n_threads), tile, **self._placement(origin, image_shape))
         return out[0] if self.spatial_ndim == 2 else out
 
+    def _default_tile(self, extent: Sequence[int], n_threads: int) -> list[int]:
+        """At most about 2^18 (2D) or 2^19 (3D) pixels per tile, so that a tile's feature matrix stays
+        bounded; the region is split evenly (no thin leftover tiles), and a region up to 1.25 times that
+        size is one tile (no halo computed twice) unless threads want more."""
+        default = [1, 512, 512] if self.spatial_ndim == 2 else [64, 64, 128]
+        extent = [max(1, int(n)) for n in extent]
+        if n_threads <= 1 and int(np.prod(extent)) <= 1.25 * int(np.prod(default)):
+            return extent
+        return [-(-n // -(-n // d)) for n, d in zip(extent, default)]  # ceil(n / ceil(n / d))
+
     def predict_block(
-        self, raw_with_halo: np.ndarray, inner_begin: Sequence[int], inner_end: Sequence[int]
+        self,
+        raw_with_halo: np.ndarray,
+        inner_begin: Sequence[int],
+        inner_end: Sequence[int],
+        *,
+        outer_begin: Sequence[int] | None = None,
+        image_shape: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Probabilities of one block, given the raw block plus its halo (clipped at the image).
 
-        ``inner_begin``/``inner_end`` locate the block inside ``raw_with_halo``, as returned by
-        :meth:`Blocking.block_with_halo`.
+        ``inner_begin``/``inner_end`` locate the block inside ``raw_with_halo``, ``outer_begin``
+        locates ``raw_with_halo`` in an image of ``image_shape``, as returned by
+        :meth:`Blocking.block_with_halo`. Without them the raw block is taken as the whole image.
         """
-        return self.predict(raw_with_halo, inner_begin, inner_end)
+        return self.predict(raw_with_halo, inner_begin, inner_end, origin=outer_begin, image_shape=image_shape)
 
     def predict_image(self, raw: np.ndarray, block_shape: Sequence[int], *, n_threads: int = 1) -> np.ndarray:
         """The whole image, block by block exactly as the services compute it."""
@@ -157,7 +197,7 @@ class PixelClassifier:
         def one(block_id: int) -> None:
             ob, oe, ib, ie = blocking.block_with_halo(block_id, halo)
             piece = raw[tuple(slice(b, e) for b, e in zip(ob, oe))]
-            probs = self.predict_block(piece, ib, ie)
+            probs = self.predict_block(piece, ib, ie, outer_begin=ob, image_shape=spatial)
             b, e = blocking.block_bounds(block_id)
             out[tuple(slice(x, y) for x, y in zip(b, e))] = probs
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: name -> what it reproduces. The compiled core implements each one (``_core.engine_names()``).
+#: name -> what it reproduces. The compiled core implements each one (``_core.engine_names()``, one file each
+#: in ``ilastikbackend_bindings/src/engines/``); this is its mirror, checked against it by the tests.
 ENGINES: dict[str, str] = {
     "vigra": "vigra's filters, as ilastik < 1.3 computed features",
     "fastfilters": "fastfilters' float32 filters (GCC -Ofast build), as ilastik >= 1.3 computes features",
 }
-#: Part of every cache key: bump an engine's version when its numbers change.
-ENGINE_VERSIONS: dict[str, int] = {"vigra": 1, "fastfilters": 1}
+#: Part of every cache key: bump an engine's version when its numbers change. fastfilters 2: the engine
+#: reproduces the real library bit for bit (1 was vigra's arithmetic with swapped structure-tensor scales).
+ENGINE_VERSIONS: dict[str, int] = {"vigra": 1, "fastfilters": 2}
 FIRST_FASTFILTERS_VERSION = (1, 3)
 
 

@@ -116,10 +116,13 @@ class BlockWorker:
             if timed:
                 raw = raw[0]
             fetched = time.perf_counter()
+            # Where the block sits in the image: the fastfilters engine's last bits depend on it.
+            origin = task["outer_begin"][1:] if timed else task["outer_begin"]
+            placement = {"origin": origin, "image_shape": task["dataset_shape"]}
             if task.get("kind", PROBABILITIES) == FEATURES:
-                probs = clf.features(raw, task["inner_begin"], task["inner_end"])
+                probs = clf.features(raw, task["inner_begin"], task["inner_end"], **placement)
             else:
-                probs = clf.predict(raw, task["inner_begin"], task["inner_end"])
+                probs = clf.predict(raw, task["inner_begin"], task["inner_end"], **placement)
             if timed:
                 probs = probs[np.newaxis]
             computed = time.perf_counter()
