@@ -20,10 +20,10 @@ NAMES = sorted(k for k in CATALOGUE if not k.startswith("_"))
 # What each engine must reach against ilastik's own export: (max |dp|, argmax flips allowed).
 # ilastik < 1.3 exported vigra features: equal up to float summation order.
 VIGRA_BOUND = (1e-6, 0)
-# ilastik >= 1.3 exported fastfilters features. Until the fastfilters engine lands, vigra-exact
-# features are what we have: assert what they reach today (measured: 2D max |dp| <= 0.06 without a
-# flip, 3D 0.08 with 4 flips of 262144) so nothing gets worse; the engine tightens these to exact.
-FASTFILTERS_BOUND = {2: (0.1, 0), 3: (0.1, 5)}
+# ilastik >= 1.3 exported fastfilters features: the fastfilters engine reproduces them bit for bit in 2D. In 3D
+# ilastik's export was made on a CPU whose rcpps differs from this one (its 3D eigenvalue solver uses it); the
+# real library leaves 4 flipped pixels of 262144 here, and so may we (ISSUE 10).
+FASTFILTERS_BOUND = {2: (0.0, 0), 3: (0.1, 4)}
 
 
 def reference(entry: dict) -> np.ndarray:

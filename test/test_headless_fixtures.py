@@ -1,14 +1,10 @@
 """``ilastikbackend headless`` on the shared fixtures: the files ilastik's headless export writes.
 
 Probabilities are compared with what ilastik itself exported. Projects saved by ilastik 1.2 (vigra
-features) must agree to 1e-6. Projects saved by ilastik >= 1.3 were exported with fastfilters' features;
-until the fastfilters engine lands the current engine reaches (measured here, November 2026):
-
-    ilastik-api-2d-rgb-v141     argmax agreement 100.000 %, max |diff| 0.010
-    ilastik-api-2d-1c-xy-v140   argmax agreement 100.000 %, max |diff| 0.060
-    ilastik-api-3d-1c-v141      argmax agreement  99.998 % (4 flips of 262144), max |diff| 0.080
-
-so the test asserts >= 99 % agreement for them; it tightens when the engine lands. Simple
+features) must agree to 1e-6. Projects saved by ilastik >= 1.3 were exported with fastfilters' features,
+which the fastfilters engine reproduces bit for bit: 2D exports are equal (max |diff| 0); the 3D export was
+made on a CPU whose rcpps differs from this one, and the real library leaves 4 flipped pixels of 262144
+here, which is the bound (issue 10). Simple
 Segmentation and Uncertainty must be derived exactly from our own probabilities.
 """
 
@@ -62,8 +58,11 @@ def test_probabilities_equal_ilastiks_export(exports, name):
     agreement = float((ours.argmax(-1) == reference.argmax(-1)).mean())
     if fx.feature_backend == "vigra":
         assert diff <= 1e-6, f"{name}: max |diff| {diff}"
-    else:  # fastfilters' numbers: tightens when the fastfilters engine lands
-        assert agreement >= 0.99, f"{name}: argmax agreement {agreement:.5f}, max |diff| {diff}"
+    elif ours.ndim == 3:  # 2D, fastfilters' numbers, equal to the bit
+        assert diff == 0.0, f"{name}: max |diff| {diff}"
+    else:  # 3D: no more flips than the real library leaves on this CPU
+        flips = int((ours.argmax(-1) != reference.argmax(-1)).sum())
+        assert flips <= 4 and diff <= 0.1, f"{name}: {flips} flips, max |diff| {diff}"
     print(f"{name}: argmax agreement {agreement:.6f}, max |diff| {diff:.3g}")
 
 
