@@ -80,8 +80,9 @@ class ThrowawayRabbitMQ:
         self.dist_port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
         self.node = f"ilbtest{self.port}@localhost"
-        # Its own folder outside pytest's (which only root may enter): the node runs as user rabbitmq.
-        self.dir = Path(tempfile.mkdtemp(prefix="ilb-rabbitmq-"))
+        # Its own folder outside pytest's and $TMPDIR (which only root may enter): the node runs as user
+        # rabbitmq, which must reach it.
+        self.dir = Path(tempfile.mkdtemp(prefix="ilb-rabbitmq-", dir="/tmp"))
         logging.getLogger("pika").setLevel(logging.CRITICAL)
         (self.dir / "enabled_plugins").write_text("[].")
         (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
