@@ -4,10 +4,12 @@ and batch export (command line and gateway job) against the stitched ROI predict
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -250,5 +252,44 @@ def test_export_job_cancel(tmp_path, project_3d):
         bad = requests.post(f"{g}/export?format=tiff")  # one 2D image
         assert bad.status_code == 400 and "'tiff' holds 2D images" in bad.json()["error"]
         assert requests.get(f"{g}/export").json() == []
+    finally:
+        stack.stop()
+
+
+def test_export_command_line_resumes_after_a_kill(tmp_path, project_3d):
+    """Killed (SIGKILL) after a few blocks, run again: only the missing blocks are computed."""
+    import signal
+
+    import projects
+
+    from ilastikbackend.export.resume import SUFFIX
+
+    path, _ = project_3d
+    raw = projects.blobs((64, 128, 128), seed=52, dtype=np.uint16, n_blobs=10)
+    with h5py.File(tmp_path / "vol.h5", "w") as f:
+        f.create_dataset("data", data=raw).attrs["axistags"] = axistags("zyx")
+    stack = Stack(tmp_path, project=path, raw_file=tmp_path / "vol.h5", raw_path="data", distributed=False,
+                  blocksize=32, extra=["--workers", "1"])  # fmt: skip
+    out = tmp_path / "seg.h5"
+    argv = [sys.executable, "-m", "ilastikbackend", "export", "--gateway", stack.gateway_url, "--output", str(out),
+            "--source", "Simple Segmentation", "--parallel", "1", "--quiet"]  # fmt: skip
+    try:
+        first = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        done = Path(f"{out}-exported_data{SUFFIX}") / "done.bin"  # beside the output, named by its dataset
+        deadline = time.monotonic() + 120
+        while not (done.exists() and done.read_bytes().count(1) >= 3) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.01)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+        written = done.read_bytes().count(1)
+        assert 3 <= written < 32, written  # 2 x 4 x 4 blocks of 32
+        again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert f"computed {32 - written} of 32 blocks, {written} done by an earlier run" in again.stdout
+        assert not done.parent.exists()  # the record goes once the output is complete
+        r = requests.get(f"{stack.gateway_url}/segmentation/npy/roi?extents_min=0_0_0&extents_max=64_128_128")
+        with h5py.File(out) as f:
+            np.testing.assert_array_equal(f["exported_data"][()], decode(r, "npy"))
     finally:
         stack.stop()
