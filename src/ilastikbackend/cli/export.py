@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def export_main(argv=None) -> None:
-    """Export a source of the dataset a gateway serves (or of a region) into any of ilastik's export formats."""
+    """Predict a whole dataset (or a region) through a gateway: any export source, in any of ilastik's formats."""
     args = _parser().parse_args(argv)
     import requests
 

@@ -53,7 +53,7 @@ RESULT_MIMETYPES = sorted({result_mimetype(f"x.{f.extension}") for f in FORMATS.
 
 
 class ExportCancelled(Exception):
-    pass
+    """Raised in an export's block loop once its job was cancelled (``DELETE /export/<id>``)."""
 
 
 class PredictorProvider(BlockProvider):
