@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ilastikbackend.errors import ApiError, quote_input
+from ilastikbackend.export.served import ServedDataset
 from ilastikbackend.roi import Roi, parse_int, parse_roi
 from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.export import ExportJobs
@@ -66,21 +67,31 @@ def test_budget_never_exceeds_its_limit_under_contention():
 
 
 class SlowPredictor:
-    """Just enough of a BlockPredictor for export jobs: one block, answered when released."""
+    """Just enough of a BlockPredictor for export jobs: regions answered when released."""
 
-    def __init__(self, shape=(64, 64), classes=2, fail=False):
-        from ilastikbackend.core import Blocking
-
-        self.blocking = Blocking(list(shape), list(shape))
-        self.setup = type("S", (), {"block_shape": shape})()
+    def __init__(self, classes=2, fail=False):
         self.classes, self.fail = classes, fail
         self.go = threading.Event()
+        self.asked = 0
 
     def roi(self, roi: Roi) -> np.ndarray:
+        self.asked += 1
         self.go.wait(10)
         if self.fail:
             raise RuntimeError("disk on fire")
         return np.full(roi.shape + (self.classes,), 0.5, np.float32)
+
+
+def served(shape=(64, 64), block=(64, 64), classes=2) -> ServedDataset:
+    """What a gateway serving a 2D image says about it."""
+    return ServedDataset.from_info({"dataset_shape": list(shape), "block_shape": list(block), "num_classes": classes})
+
+
+WHOLE = Roi((0, 0), (64, 64))  # 32 KiB of float32 pairs, estimated with 1 MiB of slack
+
+
+def start(jobs, predictor, fmt="hdf5", source="Probabilities", roi=WHOLE, **kwargs):
+    return jobs.start(predictor, served(**kwargs), source, fmt, roi)
 
 
 def wait_state(job, states=("done", "failed", "cancelled")):
@@ -93,40 +104,95 @@ def wait_state(job, states=("done", "failed", "cancelled")):
 def test_export_jobs_are_limited_in_number(tmp_path):
     jobs = ExportJobs(str(tmp_path), max_active=1)
     slow = SlowPredictor()
-    first = jobs.start(slow, "hdf5", Roi((0, 0), (64, 64)), 2, "yx")
+    first = start(jobs, slow)
     with pytest.raises(ApiError) as err:
-        jobs.start(SlowPredictor(), "hdf5", Roi((0, 0), (64, 64)), 2, "yx")
+        start(jobs, SlowPredictor())
     assert err.value.status == 429 and err.value.headers == {"Retry-After": "10"}
     slow.go.set()
     assert wait_state(first) == "done" and os.path.isfile(first.path)
-    jobs.start(SlowPredictor(), "hdf5", Roi((0, 0), (64, 64)), 2, "yx").cancel.set()  # room again
+    start(jobs, SlowPredictor()).cancel.set()  # room again
 
 
 def test_export_jobs_are_limited_in_disk_and_leave_nothing_half_written(tmp_path):
     jobs = ExportJobs(str(tmp_path), max_bytes=3 * MiB)
-    roi = Roi((0, 0), (64, 64))  # 32 KiB of float32 pairs, estimated with 1 MiB of slack
     a, b = SlowPredictor(), SlowPredictor()
-    jobs.start(a, "hdf5", roi, 2, "yx")
-    jobs.start(b, "zarr", roi, 2, "yx")
+    start(jobs, a, "hdf5")
+    start(jobs, b, "zarr")
     with pytest.raises(ApiError) as err:
-        jobs.start(SlowPredictor(), "hdf5", roi, 2, "yx")
+        start(jobs, SlowPredictor(), "hdf5")
     assert err.value.status == 507 and "MiB for exports are in use" in err.value.message
     broken = SlowPredictor(fail=True)
     a.go.set()
     b.go.set()
     assert all(wait_state(j) == "done" for j in jobs.all())
-    failing = jobs.start(broken, "hdf5", roi, 2, "yx")
+    failing = start(jobs, broken, "hdf5")
     broken.go.set()
     assert wait_state(failing) == "failed" and "disk on fire" in failing.error
     assert not os.path.exists(failing.path)  # nothing half-written
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(j.path) for j in jobs.all() if j.state == "done")
 
 
+def test_the_disk_estimate_counts_scratch_stores_and_pyramids(tmp_path):
+    jobs = ExportJobs(str(tmp_path), max_bytes=64 * MiB)
+    big = {"shape": (1024, 1024), "block": (256, 256), "classes": 2}  # 8 MiB of float32 pairs
+    kinds = {"hdf5": 8, "multi-scale OME-Zarr": 8 * 4 / 3, "multipage tiff": 16, "multi-scale OME-Zarr 0.5": 8 * 7 / 3}
+    for fmt, mib in kinds.items():
+        p = SlowPredictor()
+        job = start(jobs, p, fmt, roi=Roi((0, 0), (1024, 1024)), **big)
+        assert abs(job.estimated_bytes - 1 * MiB - mib * MiB) < 0.01 * MiB, (fmt, job.estimated_bytes / MiB)
+        jobs.remove(job.id)
+        p.go.set()
+        assert wait_state(job) == "cancelled"
+    # a region whose result would not fit the disk budget is refused before anything is created
+    with pytest.raises(ApiError) as err:
+        start(jobs, SlowPredictor(), "multipage tiff", roi=Roi((0, 0), (4096, 4096)), shape=(4096, 4096),
+              block=(256, 256))  # fmt: skip
+    assert err.value.status == 507 and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "multipage tiff", "png sequence", "single-scale OME-Zarr 0.5"])
+def test_cancelled_exports_leave_nothing_behind(tmp_path, fmt):
+    """Random-access writers, and those written whole from a scratch store, in a file or a folder."""
+    jobs = ExportJobs(str(tmp_path))
+    p = SlowPredictor()
+    job = start(jobs, p, fmt, shape=(64, 128), block=(64, 32), roi=Roi((0, 0), (64, 128)))
+    deadline = time.monotonic() + 10
+    while p.asked == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.listdir(tmp_path)  # the job has begun writing
+    jobs.remove(job.id)
+    p.go.set()
+    assert wait_state(job) == "cancelled" and jobs.get(job.id) is None
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_sources_formats_and_regions_are_400s_before_anything_is_written(tmp_path):
+    jobs = ExportJobs(str(tmp_path))
+    cases = {
+        ("Labels", "hdf5"): "unknown export source 'Labels'; choose one of: Probabilities, Simple Segmentation",
+        ("probabilities", "HDF6"): "unknown export format 'HDF6'; choose one of: zarr (= single-scale OME-Zarr), hdf5",
+        ("features", "hdf5"): "the project lists no feature channels",
+        ("Probabilities", "dvid"): "not supported: DVID servers are not supported",
+        ("Probabilities", "gif"): "'gif' stores 1 channel(s) per image, the export has 2; choose another format",
+        ("Probabilities", "jpg"): "'jpg' stores 1, 3 channel(s) per image, the export has 2; choose another format",
+    }
+    for (source, fmt), message in cases.items():
+        with pytest.raises(ApiError) as err:
+            start(jobs, SlowPredictor(), fmt, source)
+        assert err.value.status == 400 and message in err.value.message, err.value.message
+    with pytest.raises(ApiError) as err:
+        jobs.start(
+            SlowPredictor(), served((5, 64, 64), (5, 64, 64)), "segmentation", "png", Roi((0, 0, 0), (5, 64, 64))
+        )
+    assert err.value.status == 400 and "'png' holds 2D images, the export has 3 non-singleton axes" in err.value.message
+    assert os.listdir(tmp_path) == [] and jobs.all() == []
+
+
 def test_finished_exports_expire_with_their_files(tmp_path):
     jobs = ExportJobs(str(tmp_path), ttl_seconds=0.3)
     p = SlowPredictor()
     p.go.set()
-    job = jobs.start(p, "zarr", Roi((0, 0), (64, 64)), 2, "yx")
+    job = start(jobs, p, "zarr")
     assert wait_state(job) == "done" and os.path.isdir(job.path)
     deadline = time.monotonic() + 5  # the janitor removes it without anyone asking
     while os.path.exists(job.path) and time.monotonic() < deadline:

@@ -4,10 +4,12 @@ and batch export (command line and gateway job) against the stitched ROI predict
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -136,10 +138,9 @@ def test_export_command_line(seed_stack, expected, tmp_path, fmt):
         with h5py.File(out) as f:
             got = f["exported_data"][()]
             assert "axistags" in f["exported_data"].attrs
-    else:
-        got = (
-            ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(out) + "/"}}).result().read().result()
-        )
+    else:  # single-scale OME-Zarr (NGFF 0.4, ilastik's layout): the array is s0, in t, c, y, x
+        spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": f"{out}/s0/"}}
+        got = np.transpose(ts.open(spec).result().read().result()[0, :, 0], (1, 2, 0))
     stitched = decode(
         requests.get(f"{seed_stack.gateway_url}/prediction/npy/roi?extents_min=0_0&extents_max=193_185"), "npy"
     )
@@ -159,6 +160,35 @@ def test_export_command_line_region(seed_stack, expected, tmp_path):
                           "--output", str(tmp_path / "x.h5"), "--extents-min", "0_0", "--extents-max", "999_5"],
                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "outside the dataset" in bad.stderr
+
+
+def test_export_command_line_sources_and_formats(seed_stack, expected, tmp_path):
+    """Any source, any format of the export library: from --format, or from the output's extension."""
+    import tifffile
+
+    from ilastikbackend.core.derived import simple_segmentation, uncertainty
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "ilastikbackend", "export", "--gateway", seed_stack.gateway_url,
+                               "--quiet", *args], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    r = run("--source", "simple segmentation", "--output", str(tmp_path / "seg.tiff"))  # OME-TIFF, tzcyx
+    assert r.returncode == 0 and "Simple Segmentation" in r.stdout, r.stderr
+    with tifffile.TiffFile(tmp_path / "seg.tiff") as tif:
+        np.testing.assert_array_equal(tif.series[0].asarray(), simple_segmentation(expected)[..., 0])
+    r = run("--source", "uncertainty", "--format", "numpy", "--output", str(tmp_path / "u.data"),
+            "--extents-min", "30_40", "--extents-max", "150_-1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "u.data"), uncertainty(expected[30:150, 40:-1]))
+    for args, message in [
+        (("--output", str(tmp_path / "x.xyz")), "cannot tell the format from --output"),
+        (("--source", "Labels", "--output", str(tmp_path / "x.h5")), "unknown export source 'Labels'"),
+        (("--format", "png sequence", "--output", str(tmp_path / "p.png")), "put {slice_index} in --output"),
+        (("--format", "gif", "--output", str(tmp_path / "p.gif")), "'gif' stores 1 channel(s) per image"),
+    ]:
+        bad = run(*args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.tiff", "u.data"]  # nothing from the refused ones
 
 
 def wait_job(gateway: str, job_id: str, states=("done", "failed", "cancelled")) -> dict:
@@ -190,8 +220,9 @@ def test_export_job(stack_3d, fmt):
 
         with tempfile.TemporaryDirectory() as tmp:
             zipfile.ZipFile(io.BytesIO(result.content)).extractall(tmp)
-            spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": f"{tmp}/{status['id']}.zarr/"}}
-            got = ts.open(spec).result().read().result()
+            # single-scale OME-Zarr (NGFF 0.4, ilastik's layout): the array is s0, in t, c, z, y, x
+            spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": f"{tmp}/{status['id']}.zarr/s0/"}}
+            got = np.transpose(ts.open(spec).result().read().result()[0], (1, 2, 3, 0))
     np.testing.assert_array_equal(got, expected[2:22, 0:40, 4:36])
     assert requests.delete(f"{g}/export/{status['id']}").json()["removed"]
     assert requests.get(f"{g}/export/{status['id']}").status_code == 404
@@ -216,7 +247,49 @@ def test_export_job_cancel(tmp_path, project_3d):
         requests.delete(f"{g}/export/{job['id']}")
         assert requests.get(f"{g}/export/{job['id']}").status_code == 404
         assert requests.get(f"{g}/export").json() == []
-        bad = requests.post(f"{g}/export?format=tiff")
-        assert bad.status_code == 400 and "hdf5, zarr" in bad.json()["error"]
+        bad = requests.post(f"{g}/export?format=tif5")
+        assert bad.status_code == 400 and "choose one of: zarr (= single-scale OME-Zarr), hdf5" in bad.json()["error"]
+        bad = requests.post(f"{g}/export?format=tiff")  # one 2D image
+        assert bad.status_code == 400 and "'tiff' holds 2D images" in bad.json()["error"]
+        assert requests.get(f"{g}/export").json() == []
+    finally:
+        stack.stop()
+
+
+def test_export_command_line_resumes_after_a_kill(tmp_path, project_3d):
+    """Killed (SIGKILL) after a few blocks, run again: only the missing blocks are computed."""
+    import signal
+
+    import projects
+
+    from ilastikbackend.export.resume import SUFFIX
+
+    path, _ = project_3d
+    raw = projects.blobs((64, 128, 128), seed=52, dtype=np.uint16, n_blobs=10)
+    with h5py.File(tmp_path / "vol.h5", "w") as f:
+        f.create_dataset("data", data=raw).attrs["axistags"] = axistags("zyx")
+    stack = Stack(tmp_path, project=path, raw_file=tmp_path / "vol.h5", raw_path="data", distributed=False,
+                  blocksize=32, extra=["--workers", "1"])  # fmt: skip
+    out = tmp_path / "seg.h5"
+    argv = [sys.executable, "-m", "ilastikbackend", "export", "--gateway", stack.gateway_url, "--output", str(out),
+            "--source", "Simple Segmentation", "--parallel", "1", "--quiet"]  # fmt: skip
+    try:
+        first = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        done = Path(f"{out}-exported_data{SUFFIX}") / "done.bin"  # beside the output, named by its dataset
+        deadline = time.monotonic() + 120
+        while not (done.exists() and done.read_bytes().count(1) >= 3) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.01)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+        written = done.read_bytes().count(1)
+        assert 3 <= written < 32, written  # 2 x 4 x 4 blocks of 32
+        again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert f"computed {32 - written} of 32 blocks, {written} done by an earlier run" in again.stdout
+        assert not done.parent.exists()  # the record goes once the output is complete
+        r = requests.get(f"{stack.gateway_url}/segmentation/npy/roi?extents_min=0_0_0&extents_max=64_128_128")
+        with h5py.File(out) as f:
+            np.testing.assert_array_equal(f["exported_data"][()], decode(r, "npy"))
     finally:
         stack.stop()

@@ -60,7 +60,12 @@ def plan_units(lane: Lane, begin: dict[str, int], end: dict[str, int], block_sha
 
 @dataclass
 class LaneJob:
-    """Everything decided before computing one lane's export."""
+    """Everything decided before computing one lane's export.
+
+    ``lane`` is read for its axes and shape only (``pipeline``, ``spatial_axes``, ``spatial_shape``): an input
+    file's :class:`~ilastikbackend.export.inputs.Lane`, or a gateway's
+    :class:`~ilastikbackend.export.served.ServedDataset`.
+    """
 
     lane: Lane
     source: ExportSource

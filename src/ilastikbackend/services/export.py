@@ -1,163 +1,132 @@
-"""Batch export: a whole dataset (or a region) predicted block by block into HDF5 or Zarr.
+"""The gateway's export jobs: any export source of the dataset (or of a region), in any export format.
 
-The same loop serves the command line (blocks fetched from a gateway over HTTP, with a
-progress bar) and the gateway's export jobs (blocks from its own predictor, with progress
-and cancel). Either way the blocks are computed by the worker pool.
+Sources, formats, writers and the block loop are the export library's (:mod:`ilastikbackend.export`), the
+same that ``ilastikbackend headless`` writes with; blocks come from the gateway's own predictors (computed by
+the worker pool through the cache; segmentation and uncertainty derived from the probability blocks). Each
+job runs in a thread; jobs are bounded in number, disk and lifetime, and a failed or cancelled job leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
-import json
+import io
+import mimetypes
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
+import zipfile
+from collections.abc import Iterable, Iterator
 
 from ilastikbackend.errors import ApiError
+from ilastikbackend.export.formats import FORMATS
+from ilastikbackend.export.progress import Progress
+from ilastikbackend.export.providers import DERIVED, BlockProvider
+from ilastikbackend.export.run import export_lane
+from ilastikbackend.export.served import (
+    ServedDataset,
+    estimated_bytes,
+    is_sequence,
+    plan_region_export,
+    served_format,
+    served_source,
+)
 from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi
 from ilastikbackend.scratch import scratch_dir
-from ilastikbackend.services.encoding import axistags
+from ilastikbackend.services.blocks import FEATURES
 
-EXPORT_FORMATS = ("hdf5", "zarr")
+#: Download types the standard library does not know.
+_MIMETYPES = {".h5": "application/x-hdf5", ".npy": "application/octet-stream", ".zip": "application/zip"}
+ZIP_CHUNK = 1 << 20
+
+
+def result_mimetype(name: str) -> str:
+    """The content type of a downloaded result file."""
+    ext = os.path.splitext(name)[1].lower()
+    return _MIMETYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+#: Every content type a result can have (OpenAPI).
+RESULT_MIMETYPES = sorted({result_mimetype(f"x.{f.extension}") for f in FORMATS.values()} | {"application/zip"})
 
 
 class ExportCancelled(Exception):
-    pass
+    """Raised in an export's block loop once its job was cancelled (``DELETE /export/<id>``)."""
 
 
-class OutputWriter:
-    """A float32 (*roi.shape, classes) array in HDF5 (dataset 'exported_data') or Zarr v2, chunked like the blocks."""
+class PredictorProvider(BlockProvider):
+    """Export blocks from the gateway's predictors; stops the export once ``cancelled`` is set.
 
-    def __init__(self, path: str, fmt: str, shape: tuple[int, ...], chunks: tuple[int, ...], axes: str):
-        if fmt not in EXPORT_FORMATS:
-            raise ValueError(f"export format must be one of {EXPORT_FORMATS}, not {fmt!r}")
-        self.path, self.fmt = path, fmt
-        chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
-        if fmt == "hdf5":
-            import h5py
+    Parameters
+    ----------
+    predictor : BlockPredictor
+        The probabilities' predictor; features come from its :meth:`~BlockPredictor.sibling`.
+    time_axis : bool
+        Regions carry a leading ``t``.
+    """
 
-            self._file = h5py.File(path, "w")
-            self._ds = self._file.create_dataset("exported_data", shape=shape, dtype="float32", chunks=chunks)
-            self._ds.attrs["axistags"] = axistags(axes)
-            self._lock = threading.Lock()
-        else:
-            import tensorstore as ts
+    def __init__(self, predictor, time_axis: bool, cancelled: threading.Event):
+        self.predictor = predictor
+        self.time_axis = time_axis
+        self.cancelled = cancelled
+        self._features = None
 
-            if os.path.exists(path):
-                shutil.rmtree(path)
-            self._store = ts.open({
-                "driver": "zarr", "kvstore": {"driver": "file", "path": path.rstrip("/") + "/"},
-                "metadata": {"shape": list(shape), "chunks": list(chunks), "dtype": "<f4",
-                             "compressor": {"id": "zlib", "level": 1}},
-            }, create=True, delete_existing=True).result()  # fmt: skip
-            with open(os.path.join(path, ".zattrs"), "w") as fh:
-                json.dump({"axes": list(axes)}, fh)
-
-    def write(self, begin: tuple[int, ...], data: np.ndarray) -> None:
-        index = tuple(slice(b, b + n) for b, n in zip(begin, data.shape))
-        if self.fmt == "hdf5":
-            with self._lock:  # h5py is not thread-safe
-                self._ds[index] = data
-        else:
-            self._store[index].write(data).result()
-
-    def close(self) -> None:
-        if self.fmt == "hdf5":
-            self._file.close()
-
-
-def plan(blocking, roi: Roi) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
-    """Blocks covering ``roi``: (block id, part begin, part end) of the block inside the region."""
-    out = []
-    for b in blocking.blocks_in_roi(list(roi.begin), list(roi.end)):
-        lo, hi = blocking.block_bounds(b)
-        out.append((b, tuple(max(x, r) for x, r in zip(lo, roi.begin)), tuple(min(x, r) for x, r in zip(hi, roi.end))))
-    return out
-
-
-def run_export(
-    parts: list[tuple[int, tuple[int, ...], tuple[int, ...]]],
-    fetch: Callable[[int, tuple[int, ...], tuple[int, ...]], np.ndarray],
-    writer: OutputWriter,
-    roi: Roi,
-    *,
-    parallel: int,
-    progress: Callable[[int, int], None] | None = None,
-    cancelled: threading.Event | None = None,
-) -> None:
-    """Fetch every part (``parallel`` at a time) and write it; raises ExportCancelled when asked to stop."""
-    done = 0
-    total = len(parts)
-
-    def one(part):
-        if cancelled is not None and cancelled.is_set():
+    def fetch(self, kind, t, begin, end):
+        if self.cancelled.is_set():
             raise ExportCancelled()
-        b, lo, hi = part
-        data = fetch(b, lo, hi)
-        writer.write(tuple(x - r for x, r in zip(lo, roi.begin)), data)
-
-    with ThreadPoolExecutor(max(1, parallel), thread_name_prefix="export") as pool:
-        futures = [pool.submit(one, p) for p in parts]
-        try:
-            for f in futures:
-                f.result()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr: blocks, voxels/s, time left."""
-
-    def __init__(self, total_voxels: int, label: str = "export", stream=sys.stderr):
-        self.total_voxels = total_voxels
-        self.label = label
-        self.stream = stream
-        self.start = time.monotonic()
-
-    def __call__(self, done: int, total: int) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        fraction = done / total
-        rate = self.total_voxels * fraction / elapsed
-        left = elapsed * (1 - fraction) / fraction if fraction > 0 else 0
-        bar = "#" * int(30 * fraction)
-        self.stream.write(f"\r{self.label} [{bar:<30}] {done}/{total} blocks  {rate / 1e6:6.2f} Mvoxel/s  "
-                          f"{left:5.0f} s left")  # fmt: skip
-        if done == total:
-            self.stream.write("\n")
-        self.stream.flush()
+        lo, hi = tuple(int(b) for b in begin), tuple(int(e) for e in end)
+        roi = Roi((int(t), *lo), (int(t) + 1, *hi)) if self.time_axis else Roi(lo, hi)
+        if kind == "features":
+            if self._features is None:
+                self._features = self.predictor.sibling(FEATURES)
+            data = self._features.roi(roi)
+        else:
+            data = self.predictor.roi(roi)
+            if kind in DERIVED:
+                data = DERIVED[kind](data)
+        return data[0] if self.time_axis else data
 
 
 class ExportJob:
-    """One export running in the gateway."""
+    """One export in the gateway: planned when created (a bad source, format or region is a 400 before
+    anything is computed or written), run by :meth:`run`.
 
-    def __init__(self, directory: str, fmt: str, roi: Roi, num_classes: int, spatial_axes: str):
+    The result is ``<id>.<extension>`` in the export folder: a file, or a folder (Zarr, N5); sequences
+    write ``<id>/<id>_<slice>.<extension>``.
+    """
+
+    def __init__(self, directory: str, served: ServedDataset, source: str, fmt: str, roi: Roi):
+        try:
+            self.source = served_source(source)
+        except ValueError as err:
+            raise ApiError(400, str(err), parameter="source") from err
+        try:
+            self.fmt = served_format(fmt)
+        except ValueError as err:
+            raise ApiError(400, str(err), parameter="format") from err
         self.id = uuid.uuid4().hex[:12]
-        self.fmt = fmt
         self.roi = roi
-        self.path = os.path.join(directory, f"{self.id}.{'h5' if fmt == 'hdf5' else 'zarr'}")
-        self.num_classes = num_classes
-        self.axes = spatial_axes + "c"
+        ext = FORMATS[self.fmt].extension
+        if is_sequence(self.fmt):
+            self.path = os.path.join(directory, self.id)
+            target = os.path.join(self.path, f"{self.id}_{{slice_index}}.{ext}")
+        else:
+            self.path = target = os.path.join(directory, f"{self.id}.{ext}")
+        try:
+            self.plan = plan_region_export(served, self.source, self.fmt, target, roi.begin, roi.end)
+        except ValueError as err:  # FormatMismatch too: the format cannot hold this export
+            raise ApiError(400, f"cannot export {self.source.name} of region {roi.query()} as '{self.fmt}': {err}",
+                           parameter="format") from err  # fmt: skip
+        self.progress = Progress(len(self.plan.units), 1, None)
         self.state = "queued"
-        self.done = 0
-        self.total = 0
         self.error = ""
         self.started = time.time()
         self.finished: float | None = None
         self.cancel = threading.Event()
-        # Uncompressed float32 size: what the job may occupy on disk until it is done.
-        self.estimated_bytes = roi.size * num_classes * 4 + (1 << 20)
+        # Uncompressed: what the job may occupy on disk until it is done (then its real size counts).
+        self.estimated_bytes = estimated_bytes(self.plan) + (1 << 20)
 
     @property
     def active(self) -> bool:
@@ -168,33 +137,21 @@ class ExportJob:
         return self.estimated_bytes if self.active else _size_on_disk(self.path)
 
     def status(self) -> dict:
+        total = len(self.plan.units)
+        done = self.progress.done_all
+        spec = self.plan.output
         return {
-            "id": self.id, "state": self.state, "format": self.fmt, "done_blocks": self.done,
-            "total_blocks": self.total, "progress": self.done / self.total if self.total else 0.0,
-            "extents_min": list(self.roi.begin), "extents_max": list(self.roi.end), "error": self.error,
+            "id": self.id, "state": self.state, "source": self.source.name, "format": self.fmt,
+            "done_blocks": done, "total_blocks": total, "progress": done / total if total else 0.0,
+            "extents_min": list(self.roi.begin), "extents_max": list(self.roi.end), "axes": spec.axes,
+            "shape": list(spec.shape), "dtype": spec.dtype.name, "error": self.error,
             "seconds": (self.finished or time.time()) - self.started,
         }  # fmt: skip
 
-    def run(self, predictor, parallel: int) -> None:
-        parts = plan(predictor.blocking, self.roi)
-        self.total = len(parts)
+    def run(self, provider: BlockProvider, parallel: int, ram_bytes: int) -> None:
         self.state = "running"
         try:
-            writer = OutputWriter(self.path, self.fmt, self.roi.shape + (self.num_classes,),
-                                  tuple(predictor.blocking.block_shape) + (self.num_classes,), self.axes)  # fmt: skip
-        except (OSError, ValueError) as err:
-            self.state, self.error, self.finished = "failed", f"cannot create {self.path}: {err}", time.time()
-            _remove(self.path)
-            return
-
-        def fetch(b, lo, hi):
-            return predictor.roi(Roi(lo, hi))  # the part of block b inside the region
-
-        def progress(done, total):
-            self.done = done
-
-        try:
-            run_export(parts, fetch, writer, self.roi, parallel=parallel, progress=progress, cancelled=self.cancel)
+            export_lane(self.plan, provider, self.progress, parallel=parallel, ram_bytes=ram_bytes)
             self.state = "done"
         except ExportCancelled:
             self.state = "cancelled"
@@ -202,14 +159,19 @@ class ExportJob:
             self.state = "failed"
             self.error = str(getattr(err, "message", err))
         finally:
-            try:
-                writer.close()
-            except OSError as err:  # e.g. the disk filled up while flushing
-                if self.state == "done":
-                    self.state, self.error = "failed", f"cannot finish {self.path}: {err}"
             self.finished = time.time()
+            if self.cancel.is_set():  # cancelled after its last block: deleted all the same
+                self.state = "cancelled"
             if self.state != "done":  # nothing half-written stays behind
-                _remove(self.path)
+                self.remove_files()
+            log_event("export_finished", job=self.id, state=self.state, source=self.source.name, format=self.fmt,
+                      seconds=round(self.finished - self.started, 3))  # fmt: skip
+
+    def remove_files(self) -> None:
+        """The result, and the resume record (with its scratch store) while the job had not finished."""
+        self.plan.record.close()
+        _remove(self.plan.record.dir)
+        _remove(self.path)
 
 
 def _remove(path: str) -> None:
@@ -228,6 +190,46 @@ def _size_on_disk(path: str) -> int:
     return total
 
 
+class _ZipSink(io.RawIOBase):
+    """Collects what :class:`zipfile.ZipFile` writes, handed on chunk by chunk (not seekable: zipfile then
+    writes sizes after each member, so nothing is held but the chunk in hand)."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+def zip_stream(folder: str, root: str) -> Iterator[bytes]:
+    """A zip (stored, not compressed) of ``folder`` with its files under ``root/``, produced as it is sent."""
+    sink = _ZipSink()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as zf:
+        for base, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(base, name)
+                arcname = os.path.join(root, os.path.relpath(full, folder))
+                with (
+                    open(full, "rb") as src,
+                    zf.open(arcname, "w", force_zip64=os.path.getsize(full) >= 1 << 31) as dst,
+                ):
+                    while chunk := src.read(ZIP_CHUNK):
+                        dst.write(chunk)
+                        yield sink.take()
+                yield sink.take()
+    yield sink.take()
+
+
 class ExportJobs:
     """The gateway's export jobs: started in threads, bounded in number and disk, and removed (with their
     files) ``ttl_seconds`` after they finish or when deleted.
@@ -236,6 +238,8 @@ class ExportJobs:
     ----------
     directory : str, optional
         Where results are written; default a folder in this process's scratch folder (removed on exit).
+    parallel : int
+        Blocks each job asks for at once.
     max_active : int
         Jobs queued or running at once; more get 429 with ``Retry-After``.
     max_bytes : int
@@ -243,15 +247,18 @@ class ExportJobs:
         would exceed it gets 507.
     ttl_seconds : float
         How long a finished job and its result are kept.
+    ram_bytes : int
+        Bound for each job's blocks in flight (fewer are asked for at once when they are large).
     """
 
     def __init__(self, directory: str | None = None, parallel: int = 8, *, max_active: int = 4,
-                 max_bytes: int = 8 << 30, ttl_seconds: float = 3600.0):  # fmt: skip
+                 max_bytes: int = 8 << 30, ttl_seconds: float = 3600.0, ram_bytes: int = 256 << 20):  # fmt: skip
         self._directory = directory
         self.parallel = parallel
         self.max_active = max_active
         self.max_bytes = max_bytes
         self.ttl_seconds = ttl_seconds
+        self.ram_bytes = ram_bytes
         self.jobs: dict[str, ExportJob] = {}
         self._lock = threading.Lock()
         self._janitor = threading.Thread(target=self._expire_forever, daemon=True, name="export-janitor")
@@ -264,9 +271,18 @@ class ExportJobs:
         os.makedirs(self._directory, exist_ok=True)
         return self._directory
 
-    def start(self, predictor, fmt: str, roi: Roi, num_classes: int, spatial_axes: str) -> ExportJob:
+    def start(self, predictor, served: ServedDataset, source: str, fmt: str, roi: Roi) -> ExportJob:
+        """Plan an export of ``source`` (ilastik's or the URL's name) of region ``roi`` as ``fmt`` (a format
+        name of the export library, or ``zarr``) and start it; blocks come from ``predictor``.
+
+        Raises
+        ------
+        ApiError
+            400 for a source, format or region that cannot be exported, 429 when ``max_active`` jobs are
+            running, 507 when the result would not fit the disk budget or the disk.
+        """
         self.expire()
-        job = ExportJob(self.directory, fmt, roi, num_classes, spatial_axes)
+        job = ExportJob(self.directory, served, source, fmt, roi)
         mib = 1 << 20
         with self._lock:
             active = sum(j.active for j in self.jobs.values())
@@ -286,7 +302,11 @@ class ExportJobs:
                                f"the exports has {free / mib:.0f} MiB free",
                                needed_bytes=job.estimated_bytes)  # fmt: skip
             self.jobs[job.id] = job
-        threading.Thread(target=job.run, args=(predictor, self.parallel), daemon=True, name=f"export-{job.id}").start()
+        provider = PredictorProvider(predictor, served.axes.startswith("t"), job.cancel)
+        threading.Thread(target=job.run, args=(provider, self.parallel, self.ram_bytes), daemon=True,
+                         name=f"export-{job.id}").start()  # fmt: skip
+        log_event("export_started", job=job.id, source=job.source.name, format=job.fmt, region=roi.query(),
+                  blocks=len(job.plan.units))  # fmt: skip
         return job
 
     def get(self, job_id: str) -> ExportJob | None:
@@ -300,7 +320,7 @@ class ExportJobs:
         if job is not None:
             job.cancel.set()
             if not job.active:
-                _remove(job.path)
+                job.remove_files()
 
     def all(self) -> Iterable[ExportJob]:
         self.expire()
@@ -315,7 +335,7 @@ class ExportJobs:
             for job in old:
                 del self.jobs[job.id]
         for job in old:
-            _remove(job.path)
+            job.remove_files()
             log_event("export_expired", job=job.id, state=job.state)
         return [job.id for job in old]
 

@@ -13,12 +13,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, sen
 
 from ilastikbackend.broker import BlockCache, TaskQueue
 from ilastikbackend.errors import ApiError, quote_input
+from ilastikbackend.export.served import SERVED_SOURCES, SOURCE_URL_NAMES, ServedDataset, format_names
 from ilastikbackend.log import log_event
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding, neuroglancer
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.budget import MemoryBudget
-from ilastikbackend.services.export import EXPORT_FORMATS, ExportJobs
+from ilastikbackend.services.export import RESULT_MIMETYPES, ExportJobs, result_mimetype, zip_stream
 from ilastikbackend.services.openapi import ROI_PARAMETERS, json_response, operation, roi_operation, text
 from ilastikbackend.services.outputs import add_output_routes
 from ilastikbackend.services.web import make_app, thread_session
@@ -200,27 +201,44 @@ def viewer():
     return send_file(page, mimetype="text/html", max_age=0)
 
 
+_SOURCE_PARAMETER = {
+    "name": "source", "in": "query", "required": False,
+    "description": "what to export: ilastik's export source (case-insensitive, as --export_source; default "
+                   "Probabilities) or the URL's name (prediction, segmentation, uncertainty, features)",
+    "schema": {"type": "string", "enum": [*SERVED_SOURCES, *SOURCE_URL_NAMES], "default": "Probabilities"},
+}  # fmt: skip
+_FORMAT_PARAMETER = {
+    "name": "format", "in": "query", "required": False,
+    "description": "an --output_format name of ilastik's headless export (URL-encoded, e.g. "
+                   "'multi-scale%20OME-Zarr%200.5'); zarr = single-scale OME-Zarr; default hdf5 (dataset "
+                   "'exported_data' with vigra axistags)",
+    "schema": {"type": "string", "enum": format_names(), "default": "hdf5"},
+}  # fmt: skip
+
+
 @bp.post("/export")
-@operation("start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr",
+@operation("start exporting a source (probabilities, Simple Segmentation, Uncertainty, features) of the dataset "
+           "(or of a region) in one of ilastik's export formats",
+           description="Written as 'ilastikbackend headless' writes it: the served axes plus c (OME-TIFF and "
+                       "OME-Zarr in their own order), ilastik's attributes. A source, format or region that cannot "
+                       "be exported is a 400 before anything is computed.",
            responses={"202": json_response("the job's status; poll /export/{job_id}")},
            errors=(400, 403, 429, 503, 507),
-           query=[{"name": "format", "in": "query", "required": False, "description": "hdf5 (default) or zarr",
-                   "schema": {"type": "string", "enum": list(EXPORT_FORMATS)}},
+           query=[_SOURCE_PARAMETER, _FORMAT_PARAMETER,
                   {**ROI_PARAMETERS[0], "required": False}, {**ROI_PARAMETERS[1], "required": False}])  # fmt: skip
 def export_start():
-    """Start exporting the predictions of the dataset (or of a region) to HDF5 or Zarr."""
+    """Start exporting a source of the dataset (or of a region) in one of ilastik's export formats."""
     state = _state()
-    predictor, _ = state.predictor()
-    fmt = request.args.get("format", "hdf5")
-    if fmt not in EXPORT_FORMATS:
-        raise ApiError(400, f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {quote_input(fmt)}")
+    predictor, info = state.predictor()
     shape = predictor.setup.region_shape
     if "extents_min" in request.args or "extents_max" in request.args:
         roi = parse_roi(request.args, shape)
     else:
         roi = Roi(tuple(0 for _ in shape), tuple(shape))
-    job = state.exports.start(predictor, fmt, roi, predictor.setup.num_classes, predictor.setup.axes[:-1])
-    return jsonify({**job.status(), "status_url": f"/export/{job.id}"}), 202
+    served = ServedDataset.from_info(info, state.dataset())
+    job = state.exports.start(predictor, served, request.args.get("source", "Probabilities"),
+                              request.args.get("format", "hdf5"), roi)  # fmt: skip
+    return jsonify({**job.status(), "status_url": f"/export/{job.id}", "result_url": f"/export/{job.id}/result"}), 202
 
 
 @bp.get("/export")
@@ -257,27 +275,19 @@ def export_cancel(job_id: str):
 
 @bp.get("/export/<job_id>/result")
 @operation(
-    "the exported file (HDF5) or a zip of the Zarr folder",
+    "the exported file as it is, or a zip of the exported folder (Zarr, N5, image sequences)",
     errors=(404, 409),
-    responses={"200": {"description": "the export", "content": {"application/x-hdf5": {}, "application/zip": {}}}},
+    responses={"200": {"description": "the export", "content": {m: {} for m in RESULT_MIMETYPES}}},
 )
 def export_result(job_id: str):
     job = _job(job_id)
     if job.state != "done":
         raise ApiError(409, f"export {job_id} is {job.state}, not done", state=job.state)
-    if job.fmt == "hdf5":
-        return send_file(job.path, mimetype="application/x-hdf5", as_attachment=True, download_name=f"{job_id}.h5")
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for root, _, files in os.walk(job.path):
-            for name in files:
-                full = os.path.join(root, name)
-                zf.write(full, os.path.join(f"{job_id}.zarr", os.path.relpath(full, job.path)))
-    return Response(buf.getvalue(), mimetype="application/zip",
-                    headers={"Content-Disposition": f"attachment; filename={job_id}.zarr.zip"})  # fmt: skip
+    name = os.path.basename(job.path)
+    if os.path.isfile(job.path):
+        return send_file(job.path, mimetype=result_mimetype(name), as_attachment=True, download_name=name)
+    return Response(zip_stream(job.path, name), mimetype="application/zip",
+                    headers={"Content-Disposition": f"attachment; filename={name}.zip"})  # fmt: skip
 
 
 def create_app(state: GatewayState, *, max_roi_voxels: int = 1 << 26, budget: MemoryBudget | None = None) -> Flask:

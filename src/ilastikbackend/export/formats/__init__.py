@@ -47,6 +47,8 @@ class FormatSpec:
         (OME-TIFF ``tzcyx``, OME-Zarr); None: the output axis order.
     container : bool
         Holds datasets at ``--output_internal_path``.
+    sequence : bool
+        Writes one file per ``{slice_index}``.
     """
 
     name: str
@@ -54,6 +56,7 @@ class FormatSpec:
     make: Callable[[str, OutputSpec], Writer]
     stored_axes: Callable[[str, bool], str] | None = None
     container: bool = False
+    sequence: bool = False
 
 
 def _hdf5(compressed):
@@ -124,11 +127,11 @@ def _build() -> dict[str, FormatSpec]:
         FormatSpec("compressed n5", "n5", _n5(True), container=True),
         FormatSpec("numpy", "npy", _npy),
         FormatSpec("multipage tiff", "tiff", _tiff(False), _ome_tiff_axes),
-        FormatSpec("multipage tiff sequence", "tiff", _tiff(True)),
+        FormatSpec("multipage tiff sequence", "tiff", _tiff(True), sequence=True),
     ]
     for ext in IMAGE_FORMATS:
         formats.append(FormatSpec(ext, ext, _image(ext, False)))
-        formats.append(FormatSpec(f"{ext} sequence", ext, _image(ext, True)))
+        formats.append(FormatSpec(f"{ext} sequence", ext, _image(ext, True), sequence=True))
     for name, version, multiscale in (
         ("single-scale OME-Zarr", "0.4", False),
         ("multi-scale OME-Zarr", "0.4", True),
