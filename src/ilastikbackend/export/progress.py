@@ -40,6 +40,12 @@ class Progress:
         self.done_all += already_done
         self._show(force=True)
 
+    def note(self, message: str) -> None:
+        """A line of its own about what the run decided, between progress lines (on stderr even when quiet)."""
+        stream = self.stream if self.stream is not None else sys.stderr
+        stream.write(("\n" if self._tty else "") + message + "\n")
+        stream.flush()
+
     def advance(self, voxels: int) -> None:
         self._file_done += 1
         self.done_all += 1

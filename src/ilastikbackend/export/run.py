@@ -81,6 +81,14 @@ class LaneJob:
     description: str = ""
     extra: dict = field(default_factory=dict)
 
+    def unit_box(self, unit: Unit) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Where a block lands in the output: (begin, end) in the output's axis order."""
+        lo = {a: b - self.cutout_begin[a] for a, b in zip(self.lane.spatial_axes, unit.begin)}
+        hi = {a: e - self.cutout_begin[a] for a, e in zip(self.lane.spatial_axes, unit.end)}
+        lo["t"], hi["t"] = unit.t - self.cutout_begin.get("t", 0), unit.t - self.cutout_begin.get("t", 0) + 1
+        lo["c"], hi["c"] = 0, self.cutout_end["c"] - self.cutout_begin["c"]
+        return reorder_box(lo, hi, self.output.axes)
+
     def block_in_output(self, unit: Unit, data: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
         """A fetched block (``(*spatial, channels)``) as exported: channels cut, converted, reordered."""
         expected = tuple(e - b for b, e in zip(unit.begin, unit.end))
@@ -95,11 +103,7 @@ class LaneJob:
         axes = self.lane.pipeline.axes
         if "t" in axes:
             data = data[np.newaxis]
-        lo = {a: b - self.cutout_begin[a] for a, b in zip(self.lane.spatial_axes, unit.begin)}
-        hi = {a: e - self.cutout_begin[a] for a, e in zip(self.lane.spatial_axes, unit.end)}
-        lo["t"], hi["t"] = unit.t - self.cutout_begin.get("t", 0), unit.t - self.cutout_begin.get("t", 0) + 1
-        lo["c"], hi["c"] = 0, c1 - c0
-        begin, _ = reorder_box(lo, hi, self.output.axes)
+        begin, _ = self.unit_box(unit)
         return begin, reorder_block(data, axes, self.output.axes)
 
 
@@ -162,8 +166,10 @@ def export_lane(
     resumed = record.start(job.fingerprint, len(job.units))
     scratch = None
     if writer.random_access:
-        if not (resumed and writer.reopen()):
-            if resumed:  # the partial output is gone or unusable: start afresh
+        pending_boxes = (job.unit_box(u) for u in job.units if not record.is_done(u.index))
+        if not (resumed and writer.reopen() and writer.intact(pending_boxes)):
+            if resumed:  # the partial output is gone, unusable, or damaged by the interruption: start afresh
+                progress.note("the interrupted output cannot be continued (missing or damaged): starting afresh")
                 record.restart(job.fingerprint, len(job.units))
             writer.create()
     else:

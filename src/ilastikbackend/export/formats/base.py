@@ -10,7 +10,7 @@ region, from a chunked scratch store (see :mod:`ilastikbackend.export.run`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -161,6 +161,11 @@ class Writer(ABC):
     def reopen(self) -> bool:
         """Open a partial output of an interrupted run to continue it; False if it cannot be continued."""
         return False
+
+    def intact(self, boxes: Iterable[tuple[Sequence[int], Sequence[int]]]) -> bool:
+        """After :meth:`reopen`: whether the regions still to be written can be written into the output as it
+        was left by an interrupted run (a kill in the middle of a write may have damaged what it touched)."""
+        return True
 
     def write(self, begin: Sequence[int], block: np.ndarray) -> None:
         """Write ``block`` at ``begin`` (output order). Only called on random-access writers, one at a time."""

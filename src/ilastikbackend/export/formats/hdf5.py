@@ -104,6 +104,19 @@ class Hdf5Writer(Writer):
         self._ds = ds
         return True
 
+    def intact(self, boxes) -> bool:
+        """Read back every chunk the unwritten blocks touch: writing part of a chunk reads it first, and a chunk a
+        kill interrupted (compressed, half written) cannot be decoded. Any failure: start afresh."""
+        chunks = self._ds.chunks or self._ds.shape
+        for begin, end in boxes:
+            region = tuple(slice(b // c * c, min(-(-e // c) * c, n))
+                           for b, e, c, n in zip(begin, end, chunks, self._ds.shape))  # fmt: skip
+            try:
+                self._ds[region]
+            except (OSError, ValueError, RuntimeError):
+                return False
+        return True
+
     def write(self, begin, block) -> None:
         index = tuple(slice(b, b + n) for b, n in zip(begin, block.shape))
         self._ds[index] = block
