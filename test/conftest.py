@@ -118,6 +118,16 @@ def embedded_seed_stack(tmp_path_factory, seed_project_path):
 
 
 @pytest.fixture(scope="module")
+def client_viewer(tmp_path_factory):
+    """The neuroglancer client (from the neuroglancer package, on loopback) open in headless Chromium."""
+    pytest.importorskip("neuroglancer", reason="a test dependency: pip install -e '.[neuroglancer]'")
+    from neuroglancer_support import client_in_chromium
+
+    with client_in_chromium(tmp_path_factory.mktemp("chromium-profile")) as viewer:
+        yield viewer
+
+
+@pytest.fixture(scope="module")
 def stack_3d(tmp_path_factory, project_3d):
     """(stack, volume, probabilities): the 3D project served embedded, blocks of 16."""
     from stack import volume_stack

@@ -277,6 +277,37 @@ def test_ome_zarr_05_sharded_with_pixel_sizes(tmp_path, multiscale):
     assert s0.shards == (1, 1, 1010, 1012) and s0.chunks == (1, 1, 505, 506)  # shards: whole chunks
     np.testing.assert_array_equal(s0[...], data)
     assert len(ms["datasets"]) == (2 if multiscale else 1)
+    if multiscale:  # s1 voxel j: the mean of s0 voxels 2j, 2j + 1, centred half a voxel after 2j
+        second = ms["datasets"][1]["coordinateTransformations"]
+        assert second[0]["scale"] == pytest.approx([5.0, 1.0, 0.4, 0.6])
+        assert second[1]["translation"] == pytest.approx([0.0, 0.0, (10 + 0.5) * 0.2, (20 + 0.5) * 0.3])
+
+
+@pytest.mark.parametrize("label", [False, True])
+def test_ome_zarr_05_lower_scales_say_where_their_voxels_are(tmp_path, label):
+    """A scale's transformation puts each voxel at the centre of what it was computed from: a block mean at the
+    block's middle, a label block's first voxel where that voxel is; the scale is the block size, also where a
+    size is odd, and stays once an axis is down to one voxel."""
+    if label:  # uint8: 1,024,000 voxels a chunk
+        data = rng.integers(1, 4, (3, 2100, 2201), dtype=np.uint8)
+        spec = _spec(tmp_path / "l.zarr", "zyx", data, is_label_image=True, label_colors=[[255, 0, 0]] * 3)
+    else:
+        data = rng.random((3, 1030, 1101), dtype=np.float32)
+        spec = _spec(tmp_path / "l.zarr", "zyx", data)
+    _write("multi-scale OME-Zarr 0.5", spec, data)
+    group, _ = _validate_ome(tmp_path / "l.zarr", "0.5", label=label)
+    datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
+    assert len(datasets) == 3
+    blocks = [(1, 1, 1), (2, 2, 2), (2, 4, 4)]  # s0 voxels per voxel: z is 1 voxel from s1 on
+    for d, block in zip(datasets, blocks):
+        transforms = d["coordinateTransformations"]
+        assert transforms[0] == {"type": "scale", "scale": [float(b) for b in block]}
+        middle = [0.0 if label else (b - 1) / 2 for b in block]
+        assert transforms[1:] == ([{"type": "translation", "translation": middle}] if any(middle) else [])
+    s2 = group["s2"][...]
+    j, k = s2.shape[1] - 1, s2.shape[2] // 3
+    region = data[0:2, 4 * j : 4 * j + 4, 4 * k : 4 * k + 4]
+    assert s2[0, j, k] == (region[0, 0, 0] if label else pytest.approx(region.mean(dtype=np.float64), rel=1e-5))
 
 
 def test_ome_zarr_05_segmentation_is_an_image_label(tmp_path):

@@ -4,45 +4,20 @@ and the segmentation, checked pixel by pixel against the prediction; and the gat
 
 from __future__ import annotations
 
-import io
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 import requests
-from PIL import Image
+from neuroglancer_support import screenshot, voxel_pixels
 
 from ilastikbackend.core import PixelClassifier, load_project
 from ilastikbackend.core.derived import uncertainty
 
 neuroglancer = pytest.importorskip("neuroglancer", reason="a test dependency: pip install -e '.[neuroglancer]'")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SIZE = 800
 ZOOM = 4  # screen pixels per voxel
 
 
-@pytest.fixture(scope="module")
-def client_viewer(tmp_path_factory):
-    """The neuroglancer client, served by the neuroglancer package on loopback, open in headless Chromium."""
-    assert CHROMIUM, "chromium is needed (apt-get install chromium)"
-    neuroglancer.set_server_bind_address("127.0.0.1", 0)
-    viewer = neuroglancer.Viewer()
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
-         "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
-         f"--user-data-dir={profile}", f"--window-size={SIZE},{SIZE}", "--remote-debugging-port=0",
-         viewer.get_viewer_url()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    yield viewer
-    browser.terminate()
-    browser.wait(timeout=30)
-
-
 def shot(viewer, sources: dict, layer: str) -> np.ndarray:
-    """Show one layer of the gateway's own state, zoomed so each voxel is ZOOM x ZOOM pixels; the client
-    renders once every visible chunk has arrived."""
+    """Show one layer of the gateway's own state, zoomed so each voxel is ZOOM x ZOOM pixels."""
     state = sources["neuroglancer_state"]
     for item in state["layers"]:
         item["visible"] = item["name"] == layer
@@ -51,27 +26,13 @@ def shot(viewer, sources: dict, layer: str) -> np.ndarray:
     state.update(dimensions={a: [1e-9, "m"] for a in "xyz"}, position=[92.5, 96.5, 0.5], layout="xy",
                  crossSectionScale=1 / ZOOM, showAxisLines=False, showScaleBar=False,
                  showDefaultAnnotations=False)  # fmt: skip
-    viewer.set_state(neuroglancer.ViewerState(state))
-    with viewer.config_state.txn() as s:
-        s.show_ui_controls = s.show_panel_borders = s.show_layer_panel = False
-    reply = viewer.screenshot(size=[SIZE, SIZE])
-    return np.asarray(Image.open(io.BytesIO(reply.screenshot.image)).convert("RGB")).astype(float)
+    return screenshot(viewer, state)
 
 
 def voxels(img: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels at voxel centres (away from voxel edges) and their voxel's (y, x)."""
-    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
-    y = 96.5 + (rows + 0.5 - SIZE / 2) / ZOOM
-    x = 92.5 + (cols + 0.5 - SIZE / 2) / ZOOM
-    keep = (
-        (y >= 0)
-        & (y < shape[0])
-        & (x >= 0)
-        & (x < shape[1])
-        & (np.abs(y % 1 - 0.5) < 0.3)
-        & (np.abs(x % 1 - 0.5) < 0.3)
-    )
-    return img[keep], y[keep].astype(int), x[keep].astype(int)
+    """Pixels at voxel centres (away from voxel edges) and their voxel's (y, x): precomputed voxel (0, 0) spans
+    [0, 1) x [0, 1)."""
+    return voxel_pixels(img, (96.5, 92.5), ZOOM, (0.0, 0.0), 1.0, shape)
 
 
 def test_client_shows_raw_probabilities_and_segmentation(embedded_seed_stack, expected, seed_raw, client_viewer):

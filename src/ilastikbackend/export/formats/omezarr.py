@@ -16,7 +16,11 @@ written as an ``image-label`` without a channel axis, with the project's label c
 
 Lower scales: ilastik resizes with ``skimage.transform.resize`` (anti-aliased linear; nearest for
 labels). We take the mean of each 2x2(x2) block for intensities and the first pixel of each block for
-labels, computed chunk by chunk from the previous scale; ``s0`` is exactly the export.
+labels, computed chunk by chunk from the previous scale; ``s0`` is exactly the export. In 0.4 a lower
+scale's transformation is ilastik's: the size ratio to ``s0`` as its scale, no translation. In 0.5 it says
+where that scale's voxels are (a transformation gives a voxel's centre): the scale is the block size ``f``
+(``2**i`` until an axis is down to one voxel), and a block mean's centre is ``(f - 1) / 2`` voxels of ``s0``
+further on (a label's first pixel is where it was), so viewers such as neuroglancer draw every scale in place.
 """
 
 from __future__ import annotations
@@ -86,6 +90,19 @@ def level_shapes(shape: tuple[int, ...], axes: str, chunks: tuple[int, ...], mul
             break
         levels.append(tuple(max(int(n / 2**i), 1) if j in spatial else n for j, n in enumerate(shape)))
     return levels
+
+
+def step_factors(previous: tuple[int, ...], axes: str) -> tuple[int, ...]:
+    """Each axis's factor from one scale to the next: 2 along x, y, z while there are at least 2 voxels."""
+    return tuple(2 if a in "zyx" and n >= 2 else 1 for a, n in zip(axes, previous))
+
+
+def block_sizes(levels: list[tuple], axes: str) -> list[tuple[int, ...]]:
+    """How many voxels of ``s0`` (per axis) each voxel of each scale is computed from."""
+    sizes = [(1,) * len(axes)]
+    for previous in levels[:-1]:
+        sizes.append(tuple(s * f for s, f in zip(sizes[-1], step_factors(previous, axes))))
+    return sizes
 
 
 def downsample(block: np.ndarray, factors: tuple[int, ...], labels: bool) -> np.ndarray:
@@ -223,7 +240,7 @@ class OmeZarrWriter(Writer):
 
     def _write_level(self, i: int, shape: tuple[int, ...], previous):
         target = self._create_array(f"s{i}", shape)
-        factors = tuple(2 if a in "zyx" and p >= 2 else 1 for a, p in zip(self.spec.axes, previous.shape))
+        factors = step_factors(previous.shape, self.spec.axes)
         step = self.chunks if self.version == "0.4" else self.shards(shape)
         for begin, end in _grid(shape, step):
             source = tuple(slice(b * f, e * f) for b, e, f in zip(begin, end, factors))
@@ -251,14 +268,22 @@ class OmeZarrWriter(Writer):
 
     def _datasets(self, levels: list[tuple]) -> list[dict]:
         base = levels[0]
-        sizes = self._pixel_sizes() if self.version == "0.5" else [1.0] * len(base)
         offset = [float(self.spec.offset.get(a, 0)) for a in self.spec.axes]
+        if self.version == "0.4":  # ilastik's: the size ratio, pixel sizes at the multiscale level
+            sizes = [1.0] * len(base)
+            axes = self.spec.axes
+            factors = [[b / n if a in "zyx" else 1.0 for a, b, n in zip(axes, base, shape)] for shape in levels]
+            shifts = [offset] * len(levels)
+        else:  # where each scale's voxel centres are
+            sizes = self._pixel_sizes()
+            factors = [[float(f) for f in block] for block in block_sizes(levels, self.spec.axes)]
+            centre = 0.0 if self.spec.is_label_image else 0.5  # a label's first pixel, or the block's middle
+            shifts = [[o + centre * (f - 1) for o, f in zip(offset, level)] for level in factors]
         datasets = []
-        for i, shape in enumerate(levels):
-            factors = [b / s if a in "zyx" else 1.0 for a, b, s in zip(self.spec.axes, base, shape)]
-            transforms = [{"type": "scale", "scale": [f * p for f, p in zip(factors, sizes)]}]
-            if any(offset):
-                transforms.append({"type": "translation", "translation": [o * p for o, p in zip(offset, sizes)]})
+        for i, (level, shift) in enumerate(zip(factors, shifts)):
+            transforms = [{"type": "scale", "scale": [f * p for f, p in zip(level, sizes)]}]
+            if any(shift):
+                transforms.append({"type": "translation", "translation": [t * p for t, p in zip(shift, sizes)]})
             datasets.append({"path": f"s{i}", "coordinateTransformations": transforms})
         return datasets
 
