@@ -29,7 +29,6 @@ import vigra_reference  # noqa: E402
 
 WINDOW_PRESMOOTH = 3.5
 WINDOW_FEATURE = 2.0
-OP_SIGMAS = {"DifferenceOfGaussians": (1.0, 0.66), "StructureTensorEigenvalues": (1.0, 0.5)}
 
 
 def per_slice(fn, vol):
@@ -75,28 +74,7 @@ def feature(fid, p, s, filter_2d):
 
 
 def features(args):
-    raw = np.asarray(args["raw"]).astype(np.float32)  # lazyflow casts its input to float32
-    ids = [str(x) for x in args["feature_ids"]]
-    scales = [float(x) for x in args["scales"]]
-    matrix = np.asarray(args["matrix"], bool)
-    in2d = [bool(x) for x in args["in2d"]] if "in2d" in args else None
-    z = raw.shape[0]
-    out = []
-    smoothed = {}
-    for i, fid in enumerate(ids):
-        for j, s in enumerate(scales):
-            if not matrix[i, j]:
-                continue
-            col_2d = z == 1 or (in2d is not None and in2d[j])
-            sf = 1.0 if s > 1.0 else s
-            filt_2d = col_2d or any(int(np.ceil(fac * sf * 2)) + 1 > z for fac in OP_SIGMAS.get(fid, (1.0,)))
-            for c in range(raw.shape[-1]):
-                # lazyflow presmooths each scale column once per channel and shares it
-                key = (s, col_2d, c)
-                if key not in smoothed:
-                    smoothed[key] = presmoothed(raw[..., c], s, col_2d)
-                out.append(feature(fid, smoothed[key], s, filt_2d))
-    return {"features": np.concatenate(out, axis=-1).astype(np.float32)}
+    return vigra_reference.pipeline_features(args, presmoothed, feature)
 
 
 def filters(args):

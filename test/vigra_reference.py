@@ -75,7 +75,9 @@ def feature_nd(fid, p, tags, sf):
 OP_SIGMAS = {"DifferenceOfGaussians": (1.0, 0.66), "StructureTensorEigenvalues": (1.0, 0.5)}
 
 
-def features(args):
+def pipeline_features(args, presmoothed, feature):
+    """lazyflow's feature loop (ILASTIK-SEMANTICS.md §3): channel order, per-scale presmoothing shared by the
+    features of a scale column, ComputeIn2d and the small-z 2D fallback; the filters are the library's."""
     raw = np.asarray(args["raw"]).astype(np.float32)  # ilastik casts its input to float32
     ids = [str(x) for x in args["feature_ids"]]
     scales = [float(x) for x in args["scales"]]
@@ -98,6 +100,10 @@ def features(args):
                     smoothed[key] = presmoothed(raw[..., c], s, col_2d)
                 out.append(feature(fid, smoothed[key], s, filt_2d))
     return {"features": np.concatenate(out, axis=-1).astype(np.float32)}
+
+
+def features(args):
+    return pipeline_features(args, presmoothed, feature)
 
 
 def predict(args):
