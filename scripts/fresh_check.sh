@@ -48,6 +48,7 @@ bash -c "$test_command $*"
 
 echo "== pip install . (not editable), the 2017 launchers from another folder"
 python -m pip install -q --no-deps --no-build-isolation --force-reinstall .
-python -m pip show -f ilastikbackend | grep -q "_core" || { echo "the compiled core is not in the installed package"; exit 1; }
+python -m pip show -f ilastikbackend >"$work/installed.txt"
+grep -q "_core" "$work/installed.txt" || { echo "the compiled core is not in the installed package"; exit 1; }
 (cd "$work" && python "$work/clone/scripts/check_installed.py" "$work/clone" "$shared/seed-data")
 echo "fresh clone, fresh virtualenv: README's commands and the installed package work"
