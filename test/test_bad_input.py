@@ -19,7 +19,8 @@ def stack(tmp_path_factory, seed_project_path):
     tmp = tmp_path_factory.mktemp("badinput")
     shutil.copy(seed_project_path.parent / "raw.h5", tmp / "raw.h5")
     s = Stack(tmp, project=seed_project_path, raw_file=tmp / "raw.h5", distributed=False, blocksize=64,
-              extra=["--max-roi-voxels", "20000"], dataprovider_extra=["--max-roi-voxels", "20000"])  # fmt: skip
+              extra=["--max-roi-voxels", "20000"],
+              dataprovider_extra=["--max-roi-voxels", "20000", "--data-root", str(tmp)])  # fmt: skip
     yield s
     s.stop()
 

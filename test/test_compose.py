@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import uuid
 
+import h5py
 import numpy as np
 import pytest
 import requests
@@ -95,6 +97,17 @@ def test_compose_commands_serve_the_seed(tmp_path, seed_project_path, seed_raw):
         np.testing.assert_array_equal(decode(r, "png"), colour_blend(expected, [(255, 0, 0), (0, 255, 0)]))
         assert any("block_done" in s.log() for s in services if s.name.startswith("worker"))
         dataset_id = requests.get(f"http://127.0.0.1:{ports['dataprovider']}/info").json()["dataset_id"]
+        # the compose data provider lets clients register other files of the data folder
+        with h5py.File(data / "crop.h5", "w") as f:
+            f["data"] = seed_raw[:100, 50:]
+        r = requests.post(f"http://127.0.0.1:{ports['gateway']}/datasets", params={"path": f"{data}/crop.h5/data"},
+                          timeout=60)  # fmt: skip
+        assert r.status_code == 200, r.text
+        crop_id = r.json()["dataset_id"]
+        r = requests.get(f"http://127.0.0.1:{ports['gateway']}/prediction/npy/roi?extents_min=0_0&extents_max=100_135"
+                         f"&dataset={crop_id}", timeout=120)  # fmt: skip
+        crop = PixelClassifier(load_project(seed_project_path)).predict(seed_raw[:100, 50:])
+        np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), crop)
     except Exception:
         for s in services:
             print(f"=== {s.name}\n{s.log()}")
@@ -104,6 +117,7 @@ def test_compose_commands_serve_the_seed(tmp_path, seed_project_path, seed_raw):
             s.stop()
         forget_queue(AMQP_URL, queue)
     forget_dataset(REDIS_URL, dataset_id)
+    forget_dataset(REDIS_URL, crop_id)
 
 
 @pytest.mark.parametrize("service", ["dataprovider", "pixelclassification", "gateway"])

@@ -206,7 +206,10 @@ def headless_main(argv=None) -> None:
     backend = None
     again = "run the same command again to continue where it stopped"
     try:
-        backend = GatewayBackend(args.gateway, project) if args.gateway else EmbeddedBackend(args, project)
+        if args.gateway:
+            backend = GatewayBackend(args.gateway, project, stack_along=args.stack_along.lower())
+        else:
+            backend = EmbeddedBackend(args, project)
         run(args, backend, project)
     except HeadlessError as err:
         print(file=sys.stderr)

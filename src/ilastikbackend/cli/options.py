@@ -252,6 +252,31 @@ def raw_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def data_root_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="let clients register more files to serve (POST /datasets?path=...), from this folder only "
+        "(default: serve the --raw-data-file dataset only)",
+    )
+    p.add_argument(
+        "--max-datasets",
+        type=int,
+        default=256,
+        help="registered datasets kept (the least recently used is forgotten beyond it; default 256)",
+    )
+
+
+def data_root_options(args, project=None) -> dict:
+    """The data provider's registering options from ``data_root_args``; a data root must be a folder."""
+    root = getattr(args, "data_root", None)
+    if root is not None and not os.path.isdir(root):
+        fail(f"--data-root {root}: no such folder")
+    if getattr(args, "max_datasets", 1) < 1:
+        fail(f"--max-datasets must be at least 1, got {args.max_datasets}")
+    return {"data_root": root, "project": project, "max_datasets": getattr(args, "max_datasets", 256)}
+
+
 def project_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", required=True, help="ilastik Pixel Classification project (.ilp)")
     p.add_argument(

@@ -11,6 +11,8 @@ import time
 from ilastikbackend.cli.options import (
     backend_args,
     common_args,
+    data_root_args,
+    data_root_options,
     export_args,
     fail,
     load_project,
@@ -35,20 +37,23 @@ def dataprovider_main(argv=None) -> None:
     """Serve one raw dataset by region of interest (port 9000)."""
     p = argparse.ArgumentParser(prog="dataproviderservice.py", description="Serve a raw dataset by region.")
     raw_args(p)
+    data_root_args(p)
     p.add_argument("--project", default=None, help="the .ilp: read the data with its training axes, check channels")
     common_args(p, 9000)
     args = p.parse_args(argv)
     start(args)
     from ilastikbackend.services.dataprovider import create_app
 
-    source = open_source(args, load_project(args) if args.project else None)
+    project = load_project(args) if args.project else None
+    source = open_source(args, project)
     log_event(
         "dataset",
         file=args.raw_data_file,
         path=args.raw_data_path,
         **{k: v for k, v in source.info.as_json().items() if k in ("shape", "dtype", "axes", "dataset_id")},
     )
-    app = create_app(source, max_roi_voxels=args.max_roi_voxels, budget=make_budget(args))
+    app = create_app(source, max_roi_voxels=args.max_roi_voxels, budget=make_budget(args),
+                     **data_root_options(args, project))  # fmt: skip
     run_servers([make_server(app, args)])
 
 
@@ -59,7 +64,7 @@ def _advertised(args) -> str:
 
 def _pixelclassification_app(args, project, classifier, cache, tasks, info, budget):
     from ilastikbackend.services.blocks import BlockPredictor
-    from ilastikbackend.services.pixelclassification import create_app, make_setup
+    from ilastikbackend.services.pixelclassification import SetupError, create_app, make_setup
 
     try:
         setup = make_setup(
@@ -67,7 +72,7 @@ def _pixelclassification_app(args, project, classifier, cache, tasks, info, budg
             project_url=f"{_advertised(args)}/project/ilp", blocksize=args.blocksize,
             feature_engine=classifier.engine, halo=classifier.halo,
         )  # fmt: skip
-    except SystemExit as err:
+    except SetupError as err:
         fail(str(err))
     predictor = BlockPredictor(setup, cache, tasks, lease_seconds=args.lease_seconds,
                                timeout_seconds=args.timeout_seconds)  # fmt: skip
@@ -190,6 +195,7 @@ def worker_main(argv=None) -> None:
 def serve_parser(prog: str = "ilastikbackend serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=serve_main.__doc__)
     raw_args(p)
+    data_root_args(p)
     project_args(p)
     p.add_argument("--dataprovider-port", type=int, default=9000)
     p.add_argument("--pixelclassification-port", type=int, default=8888)
@@ -257,8 +263,9 @@ def make_stack_servers(args, project, source, classifier, cache, tasks, budget, 
     pc_url = f"http://{host}:{args.pixelclassification_port}"
     servers = []
     args.port = args.dataprovider_port
-    servers.append(make_server(dataprovider.create_app(source, max_roi_voxels=args.max_roi_voxels, budget=budget),
-                               args, sockets[0]))  # fmt: skip
+    app = dataprovider.create_app(source, max_roi_voxels=args.max_roi_voxels, budget=budget,
+                                  **data_root_options(args, project))  # fmt: skip
+    servers.append(make_server(app, args, sockets[0]))
     args.port, args.dataprovider_ip, args.advertise_url = args.pixelclassification_port, dp_url, None
     info = source.info.as_json()
     app = _pixelclassification_app(args, project, classifier, cache, tasks, info, budget)

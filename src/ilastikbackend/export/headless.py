@@ -31,7 +31,7 @@ from ilastikbackend.export.formats import FORMATS, FormatMismatch, OutputSpec, f
 from ilastikbackend.export.inputs import STACK_AXES, InputError, Lane, open_lane
 from ilastikbackend.export.naming import NamingError, format_known_keys, replace_extension
 from ilastikbackend.export.progress import Progress
-from ilastikbackend.export.providers import BlockProvider, GatewayProvider, ProviderError
+from ilastikbackend.export.providers import BlockProvider, GatewayProvider, ProviderError, error_message
 from ilastikbackend.export.resume import ResumeRecord
 from ilastikbackend.export.run import LaneJob, export_lane, held_bytes, plan_units
 from ilastikbackend.export.sources import EXPORT_SOURCES, SourceSetup, export_source
@@ -350,10 +350,18 @@ class ComputeBackend(ABC):
 
 
 class GatewayBackend(ComputeBackend):
-    """A running stack (``--gateway``): it serves one dataset with the project loaded; each input must be it."""
+    """A running stack (``--gateway``), where the project stays loaded between calls.
 
-    def __init__(self, url: str, project):
+    An input that is the dataset the stack serves is computed as it is; any other file is registered at the
+    stack's data provider (``POST /datasets``, which needs the stack started with ``--data-root`` over a folder
+    holding the file) with the axes decided here, then computed under its own dataset id. Either way a patch
+    of raw data is compared with the file as read here, so a stack that sees other data under the same name
+    is refused.
+    """
+
+    def __init__(self, url: str, project, *, stack_along: str = "z"):
         self.project = project
+        self.stack_along = stack_along
         try:
             self.provider = GatewayProvider(url if "://" in url else f"http://{url}")
         except ProviderError as err:
@@ -364,51 +372,90 @@ class GatewayBackend(ComputeBackend):
                 f"the gateway at {self.provider.url} serves another project (hash "
                 f"{info['project_hash'][:12]}, {project.path} has {project.content_hash[:12]})"
             )
+        self._lanes: dict[int, GatewayProvider] = {}
+        self._registered: dict[str, GatewayProvider] = {}
 
     def block_shape(self, lane: Lane) -> tuple[int, ...]:
-        return self.provider.block_shape
-
-    def _served(self) -> str:
-        p = self.provider
-        return f"{p.spatial_shape}" + (f" x {p.time_points} time points" if p.time_points is not None else "")
+        return self._provider(lane).block_shape
 
     def unsupported(self, kind: str, lane: Lane) -> str | None:
-        if lane.time_points > 1 and self.provider.time_points is None:
-            return (
-                f"{lane.given} is a time series ({lane.time_points} time points); the gateway at "
-                f"{self.provider.url} serves data without a time axis"
-            )
-        return self.provider.unsupported(kind)
+        return self._provider(lane).unsupported(kind)
 
     def open(self, lane: Lane, held_bytes: int = 0) -> BlockProvider:
-        p = self.provider
-        if p.spatial_shape != lane.spatial_shape or (p.time_points or 1) != lane.time_points:
-            ours = f"{lane.spatial_shape}" + (f" x {lane.time_points} time points" if lane.time_points > 1 else "")
-            raise HeadlessError(
-                f"the gateway at {p.url} serves a dataset of shape {self._served()}, {lane.given} has {ours}: "
-                "a running stack exports the dataset it serves"
-            )
-        # the same shape is not enough: compare a patch of raw data in the middle, first and last time point
-        begin = [max(0, n // 2 - 8) for n in lane.spatial_shape]
-        end = [min(n, b + 16) for b, n in zip(begin, lane.spatial_shape)]
-        for t in sorted({0, lane.time_points - 1}):
+        return _Shared(self._provider(lane))
+
+    def _provider(self, lane: Lane) -> GatewayProvider:
+        """The gateway's provider for the lane's data: the served dataset, or the lane's file registered there."""
+        if id(lane) in self._lanes:
+            return self._lanes[id(lane)]
+        served = self.provider
+        if lane.info.dataset_id == served.info.get("dataset_id"):
+            chosen, refusal = served, None
+        else:
+            chosen, refusal = self._register(lane)
+            chosen = chosen or served
+        _check_same_data(chosen, lane, refusal)
+        self._lanes[id(lane)] = chosen
+        return chosen
+
+    def _register(self, lane: Lane) -> tuple[GatewayProvider | None, str | None]:
+        """Register the lane's file at the stack: its provider, or None and why the stack refused."""
+        import requests
+
+        url = self.provider.url
+        params = {
+            "path": os.pathsep.join(os.path.abspath(os.path.expanduser(p)) for p in lane.given.split(os.pathsep)),
+            "axes": lane.info.native_axes, "stack_along": self.stack_along,
+        }  # fmt: skip
+        if lane.info.scale:
+            params["scale"] = lane.info.scale
+        try:
+            r = requests.post(f"{url}/datasets", params=params, timeout=600)
+        except requests.RequestException as err:
+            raise HeadlessError(f"cannot reach the gateway at {url}: {err}") from err
+        if r.status_code in (403, 404, 405):  # no data root, a file outside it, or an older stack without /datasets
+            reason = error_message(r) if r.status_code == 403 else "it cannot register files (an older version)"
+            return None, reason
+        if r.status_code != 200:
+            raise HeadlessError(f"the gateway at {url} cannot read {lane.given}: {error_message(r)}")
+        dataset = r.json()["dataset_id"]
+        if dataset == self.provider.info.get("dataset_id"):
+            return self.provider, None
+        if dataset not in self._registered:
             try:
-                theirs = p.raw(t, begin, end)
+                self._registered[dataset] = GatewayProvider(url, dataset=dataset)
             except ProviderError as err:
                 raise HeadlessError(str(err)) from err
-            ours = lane.read(t, begin, end)
-            if theirs.size != ours.size or not np.array_equal(theirs.reshape(ours.shape), ours):
-                raise HeadlessError(
-                    f"the gateway at {p.url} serves other data than {lane.given} "
-                    "(a running stack exports the dataset it serves)"
-                )
-        return _Shared(p)
+        return self._registered[dataset], None
 
     def fingerprint(self) -> dict:
         return self.provider.fingerprint()
 
     def close(self) -> None:
+        for provider in self._registered.values():
+            provider.close()
         self.provider.close()
+
+
+def _check_same_data(p: GatewayProvider, lane: Lane, refusal: str | None) -> None:
+    """The gateway's dataset must be the lane's data: its shape, and a patch of raw data in the middle of the
+    first and last time point. ``refusal`` says why the lane's file could not be registered, if it was not."""
+    why = f" ({refusal}; a stack started with --data-root registers other files)" if refusal else ""
+    if p.spatial_shape != lane.spatial_shape or (p.time_points or 1) != lane.time_points:
+        served = f"{p.spatial_shape}" + (f" x {p.time_points} time points" if p.time_points is not None else "")
+        ours = f"{lane.spatial_shape}" + (f" x {lane.time_points} time points" if lane.time_points > 1 else "")
+        raise HeadlessError(f"the gateway at {p.url} serves a dataset of shape {served}, {lane.given} has {ours}: "
+                            f"it cannot export this file{why}")  # fmt: skip
+    begin = [max(0, n // 2 - 8) for n in lane.spatial_shape]
+    end = [min(n, b + 16) for b, n in zip(begin, lane.spatial_shape)]
+    for t in sorted({0, lane.time_points - 1}):
+        try:
+            theirs = p.raw(t, begin, end)
+        except ProviderError as err:
+            raise HeadlessError(str(err)) from err
+        ours = lane.read(t, begin, end)
+        if theirs.size != ours.size or not np.array_equal(theirs.reshape(ours.shape), ours):
+            raise HeadlessError(f"the gateway at {p.url} serves other data than {lane.given}{why}")
 
 
 class _Shared(BlockProvider):

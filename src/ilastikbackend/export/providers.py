@@ -61,6 +61,14 @@ class BlockProvider(ABC):
         """Release connections."""
 
 
+def error_message(response) -> str:
+    """The message of a service's JSON error answer (else the start of its body)."""
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code} {response.text[:300]}"
+
+
 def _decode_npy(body: bytes) -> np.ndarray:
     return np.load(io.BytesIO(body), allow_pickle=False)
 
@@ -75,12 +83,17 @@ class GatewayProvider(BlockProvider):
     time_axis : bool, optional
         Whether regions carry a leading ``t`` coordinate; default: whether the gateway serves a time series
         (its ``/prediction/info`` has ``time_points``).
+    dataset : str, optional
+        A dataset registered at the gateway's data provider (``POST /datasets``); default: the one it serves.
     """
 
-    def __init__(self, url: str, *, time_axis: bool | None = None, timeout: float = 3600.0):
+    def __init__(self, url: str, *, time_axis: bool | None = None, timeout: float = 3600.0,
+                 dataset: str | None = None):  # fmt: skip
         import requests
 
         self.url = url.rstrip("/")
+        self.dataset = dataset
+        self._dataset_query = f"&dataset={dataset}" if dataset else ""
         self.time_axis = time_axis
         self.timeout = timeout
         self._local = threading.local()
@@ -88,7 +101,10 @@ class GatewayProvider(BlockProvider):
         self._sessions_lock = threading.Lock()
         self._serves: dict[str, bool] = {}
         try:
-            info = requests.get(f"{self.url}/prediction/info", timeout=60)
+            info = requests.get(f"{self.url}/prediction/info", params={"dataset": dataset} if dataset else None,
+                                timeout=60)  # fmt: skip
+            if info.status_code != 200 and dataset:
+                raise ProviderError(f"the gateway at {self.url} cannot serve dataset {dataset}: {error_message(info)}")
             info.raise_for_status()
             self.info = info.json()
             spec = requests.get(f"{self.url}/openapi.json", timeout=60)
@@ -132,7 +148,7 @@ class GatewayProvider(BlockProvider):
                 ndim = (len(self.spatial_shape) or 2) + (1 if self.time_axis else 0)
                 query = f"extents_min={'_'.join(['0'] * ndim)}&extents_max={'_'.join(['1'] * ndim)}"
                 try:
-                    r = self._session().get(f"{self.url}/{endpoint}/npy/roi?{query}", timeout=600)
+                    r = self._session().get(f"{self.url}/{endpoint}/npy/roi?{query}{self._dataset_query}", timeout=600)
                     self._serves[kind] = r.status_code != 404
                 except Exception:  # unreachable now: the export will say so on its first block
                     self._serves[kind] = False
@@ -156,6 +172,7 @@ class GatewayProvider(BlockProvider):
         if self.time_axis:
             lo, hi = [int(t)] + lo, [int(t) + 1] + hi
         url = f"{self.url}/{path}?extents_min={'_'.join(map(str, lo))}&extents_max={'_'.join(map(str, hi))}"
+        url += self._dataset_query
         try:
             r = self._session().get(url, timeout=timeout)
         except requests.RequestException as err:

@@ -1,4 +1,5 @@
-"""The data provider: one configured raw dataset, served by region of interest."""
+"""The data provider: raw datasets served by region of interest (the one it was started with, and files that
+clients register under ``--data-root``)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,42 @@ from ilastikbackend.errors import ApiError
 from ilastikbackend.roi import Roi, parse_roi
 from ilastikbackend.services import encoding
 from ilastikbackend.services.budget import MemoryBudget, app_budget
-from ilastikbackend.services.openapi import json_response, operation, roi_operation, text
-from ilastikbackend.services.web import make_app
+from ilastikbackend.services.datasets import DatasetRegistry
+from ilastikbackend.services.openapi import (
+    DATASET_PARAMETER,
+    REGISTER_PARAMETERS,
+    json_response,
+    operation,
+    roi_operation,
+    text,
+)
+from ilastikbackend.services.web import make_app, refuse_cross_origin_writes
 
 bp = Blueprint("dataprovider", __name__)
 DESCRIPTION = (
     "Serves one raw dataset (any format the data layer reads) by region of interest. Regions use the axes "
     "(t,) (z,) y, x in that order (t only for time series), optionally followed by a channel range; every channel "
     "is returned otherwise, channels last. A region the file cannot deliver (a damaged chunk) is a 422 naming the "
-    "file, the region and the reason."
+    "file, the region and the reason. With --data-root, POST /datasets registers more files under that folder; "
+    "every endpoint then takes dataset=<id>."
 )
 
 
+def _datasets() -> DatasetRegistry:
+    return current_app.config["DATASETS"]
+
+
 def _source() -> DataSource:
-    return current_app.config["SOURCE"]
+    """The dataset the request names (``dataset=<id>``), else the default one."""
+    return _datasets().get(request.args.get("dataset"))
+
+
+bp.before_request(refuse_cross_origin_writes)
 
 
 @bp.get("/raw/<fmt>/roi")
-@roi_operation("raw data of a region", 400, 413, 422, example="/raw/png/roi?extents_min=10_10&extents_max=100_150")
+@roi_operation("raw data of a region", 400, 404, 409, 413, 422,
+               example="/raw/png/roi?extents_min=10_10&extents_max=100_150")  # fmt: skip
 def raw_roi(fmt: str):
     source = _source()
     info = source.info
@@ -96,32 +115,55 @@ def _raw_answer(source: DataSource, fmt: str, roi: Roi, channel, region_bytes: i
 
 
 @bp.get("/info")
-@operation(
-    "shape, dtype, axes, channels and id of the dataset, as JSON", responses={"200": json_response("dataset info")}
-)
+@operation("shape, dtype, axes, channels and id of the dataset, as JSON",
+           responses={"200": json_response("dataset info")}, errors=(400, 404), query=[DATASET_PARAMETER])  # fmt: skip
 def info():
     return jsonify(_source().info.as_json())
 
 
 @bp.get("/info/dtype")
-@operation("numpy dtype of the data, e.g. uint8", responses={"200": text("dtype")})
+@operation("numpy dtype of the data, e.g. uint8", responses={"200": text("dtype")}, errors=(400, 404),
+           query=[DATASET_PARAMETER])  # fmt: skip
 def info_dtype():
     return Response(_source().info.dtype, mimetype="text/plain")
 
 
 @bp.get("/info/shape")
-@operation("spatial shape joined by '_', e.g. 193_185", responses={"200": text("shape")})
+@operation("spatial shape joined by '_', e.g. 193_185", responses={"200": text("shape")}, errors=(400, 404),
+           query=[DATASET_PARAMETER])  # fmt: skip
 def info_shape():
     return Response("_".join(map(str, _source().info.spatial_shape)), mimetype="text/plain")
 
 
 @bp.get("/info/dim")
-@operation("number of spatial axes: 2 or 3", responses={"200": text("dimensions")})
+@operation("number of spatial axes: 2 or 3", responses={"200": text("dimensions")}, errors=(400, 404),
+           query=[DATASET_PARAMETER])  # fmt: skip
 def info_dim():
     return Response(str(_source().info.spatial_ndim), mimetype="text/plain")
 
 
-def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28, budget: MemoryBudget | None = None) -> Flask:
-    """The data provider serving ``source``, and nothing else."""
-    return make_app("dataprovider", [bp], "ilastik data provider", DESCRIPTION, SOURCE=source,
+@bp.post("/datasets")
+@operation("register a file under the data root as a dataset; answers its info with the dataset_id to pass as "
+           "dataset=<id>", responses={"200": json_response("dataset info")}, errors=(400, 403, 409, 422),
+           query=REGISTER_PARAMETERS)  # fmt: skip
+def register_dataset():
+    a = request.args
+    reader = _datasets().register(a.get("path", ""), axes=a.get("axes") or None,
+                                  stack_along=a.get("stack_along", "z"), scale=a.get("scale") or None)  # fmt: skip
+    return jsonify(reader.info.as_json())
+
+
+@bp.get("/datasets")
+@operation("the datasets served: the default one and those registered",
+           responses={"200": json_response("list", {"type": "array", "items": {"type": "object"}})})  # fmt: skip
+def list_datasets():
+    return jsonify(_datasets().listing())
+
+
+def create_app(source: DataSource, *, max_roi_voxels: int = 1 << 28, budget: MemoryBudget | None = None,
+               data_root: str | None = None, project=None, max_datasets: int = 256) -> Flask:  # fmt: skip
+    """The data provider serving ``source`` and, with ``data_root``, the files clients register under it
+    (read with ``project``'s training axes and checked against its channels, when given)."""
+    datasets = DatasetRegistry(source, data_root, project=project, max_datasets=max_datasets)
+    return make_app("dataprovider", [bp], "ilastik data provider", DESCRIPTION, DATASETS=datasets,
                     MAX_ROI_VOXELS=max_roi_voxels, MEMORY_BUDGET=budget)  # fmt: skip

@@ -20,9 +20,17 @@ from ilastikbackend.services import encoding, neuroglancer
 from ilastikbackend.services.blocks import BlockPredictor, PredictionSetup
 from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.export import RESULT_MIMETYPES, ExportJobs, result_mimetype, zip_stream
-from ilastikbackend.services.openapi import ROI_PARAMETERS, json_response, operation, roi_operation, text
+from ilastikbackend.services.openapi import (
+    DATASET_PARAMETER,
+    REGISTER_PARAMETERS,
+    ROI_PARAMETERS,
+    json_response,
+    operation,
+    roi_operation,
+    text,
+)
 from ilastikbackend.services.outputs import add_output_routes
-from ilastikbackend.services.web import make_app, thread_session
+from ilastikbackend.services.web import make_app, refuse_cross_origin_writes, thread_session
 
 bp = Blueprint("gateway", __name__)
 DESCRIPTION = ("What clients talk to: raw data and ilastik pixel classification predictions of any region. "
@@ -51,23 +59,28 @@ class GatewayState:
         self._checked = 0.0
         self.refresh_seconds = 5.0
         self._lock = threading.Lock()
-        self._dataset: dict | None = None
+        self._datasets: dict[str, dict] = {}  # the data provider's /info per dataset ("" the default)
+        self._registered: dict[str, tuple[BlockPredictor, dict]] = {}  # predictors of registered datasets
         self.exports = exports if exports is not None else ExportJobs()
 
     @property
     def session(self) -> requests.Session:
         return thread_session()
 
-    def dataset(self) -> dict:
-        """The data provider's /info (dtype, channels, axes), asked once."""
-        if self._dataset is None:
+    def dataset(self, dataset: str | None = None) -> dict:
+        """The data provider's /info (dtype, channels, axes) of ``dataset`` (None: the default one), asked once."""
+        key = dataset or ""
+        if key not in self._datasets:
             try:
-                r = self.session.get(f"{self.dataprovider_url}/info", timeout=10)
-                r.raise_for_status()
-                self._dataset = r.json()
-            except (requests.RequestException, ValueError) as err:
+                r = self.session.get(f"{self.dataprovider_url}/info", params={"dataset": dataset} if dataset else None,
+                                     timeout=10)  # fmt: skip
+            except requests.RequestException as err:
                 raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
-        return self._dataset
+            _raise_for(r, "data provider")
+            if len(self._datasets) >= 1024:  # registered datasets come and go; the default is asked again
+                self._datasets.clear()
+            self._datasets[key] = r.json()
+        return self._datasets[key]
 
     def raw_region(self, roi: Roi) -> np.ndarray:
         try:
@@ -78,13 +91,37 @@ class GatewayState:
             raise ApiError(502, f"data provider answered {r.status_code}: {r.text[:200]}")
         return encoding.decode_raw(r.headers, r.content)
 
-    def predictor(self) -> tuple[BlockPredictor, dict]:
-        """The predictor for what the pixel classification service serves now.
+    def predictor(self, dataset: str | None = None) -> tuple[BlockPredictor, dict]:
+        """The predictor for what the pixel classification service serves now, of ``dataset`` (a registered
+        file's id; None: the default dataset), and the service's ``/prediction/info`` of it.
 
-        Its setup is asked again every ``refresh_seconds``: when the service was restarted with
+        The default setup is asked again every ``refresh_seconds``: when the service was restarted with
         another project, dataset or block shape, the gateway follows (new cache keys, new
         neuroglancer URLs); while it is unreachable, the last setup is kept.
         """
+        default, default_info = self._default_predictor()
+        if not dataset or dataset == default.setup.dataset_id:
+            return default, default_info
+        with self._lock:
+            known = self._registered.get(dataset)
+        if known is not None:
+            return known
+        url = f"{self.pixelclassification_url}/prediction/info"
+        try:
+            r = self.session.get(url, params={"dataset": dataset}, timeout=30)
+        except requests.RequestException as err:
+            raise ApiError(503, f"pixel classification service unreachable at {url}: {err}") from err
+        _raise_for(r, "pixel classification service")
+        info = r.json()
+        predictor = BlockPredictor(PredictionSetup.from_info(info), self.cache, self.tasks,
+                                   lease_seconds=self.lease_seconds, timeout_seconds=self.timeout_seconds)  # fmt: skip
+        with self._lock:
+            if len(self._registered) >= 1024:
+                self._registered.clear()
+            self._registered[dataset] = (predictor, info)
+        return predictor, info
+
+    def _default_predictor(self) -> tuple[BlockPredictor, dict]:
         with self._lock:
             if self._predictor is not None and time.monotonic() - self._checked < self.refresh_seconds:
                 return self._predictor, self._info
@@ -102,7 +139,8 @@ class GatewayState:
             if self._predictor is None or self._predictor.setup != setup:
                 self._predictor = BlockPredictor(setup, self.cache, self.tasks, lease_seconds=self.lease_seconds,
                                                  timeout_seconds=self.timeout_seconds)  # fmt: skip
-                self._dataset = None
+                self._datasets.clear()
+                self._registered.clear()  # another project or data provider: registrations are its own
                 log_event("gateway_connected", project=setup.project_hash[:12], dataset=setup.dataset_id,
                           blocks=self._predictor.blocking.num_blocks)  # fmt: skip
             self._info = info
@@ -122,27 +160,31 @@ class GatewayState:
         return response
 
 
+def _raise_for(r: requests.Response, service: str) -> None:
+    """An error answer of another service as ours: its 4xx (an unknown or unfitting dataset) as it is, the
+    rest as a 502."""
+    if r.status_code == 200:
+        return
+    try:
+        message = r.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        message = r.text[:300]
+    raise ApiError(r.status_code if 400 <= r.status_code < 500 else 502, f"{service}: {message}")
+
+
 def _state() -> GatewayState:
     return current_app.config["STATE"]
 
 
-@bp.before_request
-def _refuse_cross_origin_writes():
-    """A web page elsewhere must not start or delete exports through a user's browser."""
-    if request.method in ("GET", "HEAD", "OPTIONS"):
-        return
-    origin = request.headers.get("Origin")
-    if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
-        raise ApiError(403, f"cross-origin {request.method} refused (Origin {quote_input(origin)}); "
-                       "call this API directly, not from another site's page")  # fmt: skip
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
-        raise ApiError(403, f"cross-site {request.method} refused")
+bp.before_request(refuse_cross_origin_writes)
 
 
 @bp.get("/raw/<fmt>/roi")
 @roi_operation(
     "raw data of a region (from the data provider)",
     400,
+    404,
+    409,
     413,
     422,
     500,
@@ -156,7 +198,7 @@ def raw_roi(fmt: str):
 
 @bp.get("/raw/info/<what>")
 @operation("dtype, spatial shape (joined by '_') or number of spatial axes of the raw data, as text",
-           responses={"200": text("dtype, shape or dim")}, errors=(404, 503),
+           responses={"200": text("dtype, shape or dim")}, errors=(400, 404, 503), query=[DATASET_PARAMETER],
            path={"what": {"schema": {"type": "string", "enum": ["dtype", "shape", "dim"]}}})  # fmt: skip
 def raw_info(what: str):
     if what not in ("dtype", "shape", "dim"):
@@ -165,15 +207,40 @@ def raw_info(what: str):
 
 
 def _resolve(kind: str) -> tuple[BlockPredictor, list]:
-    predictor, info = _state().predictor()
-    return predictor.sibling(kind) if kind != predictor.kind else predictor, info["label_colors"]
+    predictor, info = _state().predictor(request.args.get("dataset"))
+    return predictor.sibling(kind), info["label_colors"]
 
 
-add_output_routes(bp, _resolve, 400, 413, 502, 503, 504)
+add_output_routes(bp, _resolve, 400, 404, 409, 413, 422, 502, 503, 504)
+
+
+@bp.post("/datasets")
+@operation("register a file under the data provider's data root as a dataset (the data provider must run with "
+           "--data-root); answers its info with the dataset_id that every region endpoint takes as dataset=<id>",
+           responses={"200": json_response("dataset info")}, errors=(400, 403, 409, 422, 503),
+           query=REGISTER_PARAMETERS)  # fmt: skip
+def register_dataset():
+    state = _state()
+    try:
+        r = state.session.post(f"{state.dataprovider_url}/datasets", params=request.args, timeout=600)
+    except requests.RequestException as err:
+        raise ApiError(503, f"data provider unreachable at {state.dataprovider_url}: {err}") from err
+    _raise_for(r, "data provider")
+    info = r.json()
+    state.predictor(info["dataset_id"])  # a file that does not fit the project is refused now, not on first use
+    return jsonify(info)
+
+
+@bp.get("/datasets")
+@operation("the datasets served: the default one and those registered",
+           responses={"200": json_response("list", {"type": "array", "items": {"type": "object"}})},
+           errors=(503,))  # fmt: skip
+def list_datasets():
+    return _state().forward("/datasets")
 
 
 @bp.get("/prediction/info/numclasses")
-@operation("number of classes", responses={"200": text("a number")}, errors=(503,))
+@operation("number of classes", responses={"200": text("a number")}, errors=(503,))  # the same for every dataset
 def numclasses():
     predictor, _ = _state().predictor()
     return Response(str(predictor.setup.num_classes), mimetype="text/plain")
@@ -183,10 +250,11 @@ def numclasses():
 @operation(
     "blocking, project and dataset identity, feature engine, label names and colours",
     responses={"200": json_response("prediction setup")},
-    errors=(503,),
+    errors=(400, 404, 409, 422, 503),
+    query=[DATASET_PARAMETER],
 )
 def prediction_info():
-    _, info = _state().predictor()
+    _, info = _state().predictor(request.args.get("dataset"))
     return jsonify(info)
 
 
@@ -223,19 +291,20 @@ _FORMAT_PARAMETER = {
                        "OME-Zarr in their own order), ilastik's attributes. A source, format or region that cannot "
                        "be exported is a 400 before anything is computed.",
            responses={"202": json_response("the job's status; poll /export/{job_id}")},
-           errors=(400, 403, 429, 503, 507),
-           query=[_SOURCE_PARAMETER, _FORMAT_PARAMETER,
+           errors=(400, 403, 404, 409, 422, 429, 503, 507),
+           query=[_SOURCE_PARAMETER, _FORMAT_PARAMETER, DATASET_PARAMETER,
                   {**ROI_PARAMETERS[0], "required": False}, {**ROI_PARAMETERS[1], "required": False}])  # fmt: skip
 def export_start():
     """Start exporting a source of the dataset (or of a region) in one of ilastik's export formats."""
     state = _state()
-    predictor, info = state.predictor()
+    dataset = request.args.get("dataset")
+    predictor, info = state.predictor(dataset)
     shape = predictor.setup.region_shape
     if "extents_min" in request.args or "extents_max" in request.args:
         roi = parse_roi(request.args, shape)
     else:
         roi = Roi(tuple(0 for _ in shape), tuple(shape))
-    served = ServedDataset.from_info(info, state.dataset())
+    served = ServedDataset.from_info(info, state.dataset(dataset))
     job = state.exports.start(predictor, served, request.args.get("source", "Probabilities"),
                               request.args.get("format", "hdf5"), roi)  # fmt: skip
     return jsonify({**job.status(), "status_url": f"/export/{job.id}", "result_url": f"/export/{job.id}/result"}), 202

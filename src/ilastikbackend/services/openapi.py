@@ -49,6 +49,26 @@ CHANNEL_PARAMETER = {
     "description": "PNG only: show this channel (for predictions: this class) in grey",
     "schema": {"type": "integer", "minimum": 0},
 }  # fmt: skip
+DATASET_PARAMETER = {
+    "name": "dataset", "in": "query", "required": False,
+    "description": "which dataset: an id that POST /datasets answered (default: the dataset the stack was "
+                   "started with)",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+}  # fmt: skip
+REGISTER_PARAMETERS = [
+    {"name": "path", "in": "query", "required": True,
+     "description": "the file, relative to the data root or absolute under it; file.h5/dataset, a glob or "
+                    "':'-joined files (an image sequence) as --raw-data-file takes them",
+     "schema": {"type": "string", "minLength": 1}},
+    {"name": "axes", "in": "query", "required": False,
+     "description": "the file's axes in its order (e.g. zyx, tyxc); default as for the started dataset: the "
+                    "project's training axes, the file's metadata, ilastik's guess",
+     "schema": {"type": "string", "pattern": "^[tzyxc]{2,5}$"}},
+    {"name": "stack_along", "in": "query", "required": False, "description": "how an image sequence is stacked",
+     "schema": {"type": "string", "enum": ["z", "t", "c"], "default": "z"}},
+    {"name": "scale", "in": "query", "required": False, "description": "OME-Zarr scale (a dataset path or index)",
+     "schema": {"type": "string"}},
+]  # fmt: skip
 BINARY = {
     "description": "the data in the requested format",
     "content": {m: {"schema": {"type": "string", "format": "binary"}}
@@ -114,7 +134,7 @@ def operation(
 def roi_operation(summary: str, *errors: int, channel: bool = True, example: str = "") -> Callable:
     """A region endpoint: ``<fmt>`` path parameter, ``extents_min``/``extents_max``, binary answers."""
     return operation(summary, responses={"200": BINARY}, errors=errors, example=example,
-                     query=ROI_PARAMETERS + ([CHANNEL_PARAMETER] if channel else []),
+                     query=ROI_PARAMETERS + [DATASET_PARAMETER] + ([CHANNEL_PARAMETER] if channel else []),
                      path={"fmt": FORMAT_PARAMETER})  # fmt: skip
 
 

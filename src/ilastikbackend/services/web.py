@@ -56,6 +56,19 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify({"error": f"internal error: {type(err).__name__}", "status": 500}), 500
 
 
+def refuse_cross_origin_writes() -> None:
+    """A ``before_request`` hook: a web page elsewhere must not change a service through a user's browser
+    (start or delete exports, register files)."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
+        raise ApiError(403, f"cross-origin {request.method} refused (Origin {quote_input(origin)}); "
+                       "call this API directly, not from another site's page")  # fmt: skip
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        raise ApiError(403, f"cross-site {request.method} refused")
+
+
 def make_app(name: str, blueprints: list[Blueprint], title: str, description: str, **config: Any) -> Flask:
     """A service: its blueprints, /doc and /openapi.json (generated from the routes), the JSON error
     handler, request logs."""

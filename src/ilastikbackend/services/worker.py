@@ -80,7 +80,9 @@ class ClassifierRegistry:
 def fetch_raw(task: dict) -> np.ndarray:
     """The block's raw region with halo, from the data provider, checked against the dataset id."""
     query = Roi(tuple(task["outer_begin"]), tuple(task["outer_end"])).query()
-    response = thread_session().get(f"{task['dataprovider_url']}/raw/raw/roi?{query}", timeout=120)
+    # The dataset is named: the provider serves files registered besides the one it was started with.
+    url = f"{task['dataprovider_url']}/raw/raw/roi?{query}&dataset={task['dataset_id']}"
+    response = thread_session().get(url, timeout=120)
     if response.status_code != 200:
         raise OSError(f"data provider answered {response.status_code} for {query}: {response.text[:300]}")
     dataset_id = response.headers.get("X-Dataset-Id")
