@@ -29,6 +29,8 @@ VOLUMINA_ENV = HERE / ".volumina" / "venv"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ilastik-ip", default="127.0.0.1:8080", help="the gateway, host:port (default 127.0.0.1:8080)")
+    p.add_argument("--dataset", default=None, help="a dataset registered at the stack (POST /datasets), by its id "
+                   "(default: the one the stack was started with)")  # fmt: skip
     p.add_argument("--time", type=int, default=0, help="time point to show first (time series)")
     p.add_argument("--position", help="slicing position x,y,z to show first (default: the middle)")
     p.add_argument("--opacity", type=float, default=0.75, help="opacity of the prediction layers (default 0.75)")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     from ilastikbackend.viewers.volumina_source import GatewayVolume
 
     try:
-        client = GatewayClient(url)
+        client = GatewayClient(url, dataset=args.dataset)
     except OSError as err:
         print(f"volumina_viewer: {err}", file=sys.stderr)
         return 2

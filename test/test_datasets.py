@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import urllib.parse
 
 import h5py
 import numpy as np
@@ -242,3 +243,47 @@ def test_headless_outside_the_data_root_says_why(stack, tmp_path, seed_project_p
     r = headless("--project", str(seed_project_path), "--gateway", stack.gateway_url,
                  "--output_filename_format", str(tmp_path / "o"), f"{tmp_path / 'elsewhere.h5'}/data")  # fmt: skip
     assert r.code == 2 and "not under the data root" in r.err and "--data-root" in r.err, r.err
+
+
+def test_viewer_and_neuroglancer_show_a_registered_dataset(stack, seed_raw, classifier, tmp_path):
+    from test_viewing_and_export import canvas, screenshot
+
+    dataset = register(stack, "crop.h5/volume/data").json()["dataset_id"]
+    expected = classifier.predict(seed_raw[CROP])
+    labels = simple_segmentation(expected)[..., 0]
+    drawn = canvas(screenshot(f"{stack.gateway_url}/viewer?dataset={dataset}&show=segmentation&opacity=1",
+                              tmp_path / "viewer.png"))  # fmt: skip
+    assert drawn.shape[:2] == (130, 140)  # the crop, not the started dataset (193 x 185)
+    assert np.abs(drawn - np.array([[255, 0, 0], [0, 255, 0]])[labels - 1]).max() <= 1
+
+    sources = requests.get(f"{stack.gateway_url}/neuroglancer?dataset={dataset}", timeout=30).json()
+    assert dataset in urllib.parse.unquote(sources["neuroglancer_link"])
+    base = sources["prediction"].removeprefix("precomputed://")
+    assert dataset in base and dataset in sources["raw"]
+    info = requests.get(f"{base}/info", timeout=30).json()
+    assert info["scales"][0]["size"] == [140, 130, 1] and info["num_channels"] == 2
+    body = requests.get(f"{base}/s0/0-64_64-128_0-1", timeout=120).content
+    chunk = np.frombuffer(body, np.float32).reshape(2, 1, 64, 64)  # channel, z, y, x (x fastest)
+    np.testing.assert_array_equal(np.moveaxis(chunk[:, 0], 0, -1), expected[64:128, 0:64])
+    raw = sources["raw"].removeprefix("precomputed://")
+    body = requests.get(f"{raw}/s0/64-128_0-64_0-1", timeout=120).content
+    np.testing.assert_array_equal(np.frombuffer(body, np.uint8).reshape(64, 64), seed_raw[CROP][0:64, 64:128])
+
+
+def test_napari_opens_a_registered_dataset_by_its_url(stack, seed_raw, classifier):
+    """``napari http://host:8080/?dataset=<id>``: the client keeps the dataset of the URL for every request."""
+    pytest.importorskip("napari")
+    import npe2
+    from napari.components import ViewerModel
+
+    npe2.PluginManager.instance().discover()  # what napari does when it starts: finds our entry point
+
+    dataset = register(stack, "crop.h5/volume/data").json()["dataset_id"]
+    viewer = ViewerModel()
+    layers = {layer.name: layer for layer in viewer.open(f"{stack.gateway_url}/?dataset={dataset}",
+                                                         plugin="ilastikbackend")}  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(layers["raw"].data[0]), seed_raw[CROP])
+    expected = classifier.predict(seed_raw[CROP])
+    np.testing.assert_array_equal(np.asarray(layers["Prediction for Label 2"].data[0]), expected[..., 1])
+    np.testing.assert_array_equal(np.asarray(layers["Simple Segmentation"].data[1]),
+                                  simple_segmentation(expected)[::2, ::2, 0])  # fmt: skip

@@ -82,9 +82,10 @@ class GatewayState:
             self._datasets[key] = r.json()
         return self._datasets[key]
 
-    def raw_region(self, roi: Roi) -> np.ndarray:
+    def raw_region(self, roi: Roi, dataset: str | None = None) -> np.ndarray:
+        query = roi.query() + (f"&dataset={dataset}" if dataset else "")
         try:
-            r = self.session.get(f"{self.dataprovider_url}/raw/raw/roi?{roi.query()}", timeout=120)
+            r = self.session.get(f"{self.dataprovider_url}/raw/raw/roi?{query}", timeout=120)
         except requests.RequestException as err:
             raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
         if r.status_code != 200:

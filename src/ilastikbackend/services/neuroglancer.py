@@ -3,8 +3,9 @@ segmentation, uncertainty, features), served by the gateway.
 
 Sources live under ``/neuroglancer/<key>/<layer>/`` where the key names the dataset (raw) or the
 project's content hash and the dataset (prediction, segmentation): a changed project gets a new URL,
-so no viewer or cache ever mixes predictions of two projects. Every answer carries CORS headers so
-neuroglancer in a browser can read them.
+so no viewer or cache ever mixes predictions of two projects. A dataset registered at the stack
+(``POST /datasets``) has sources of its own: ``/neuroglancer?dataset=<id>`` lists them. Every answer
+carries CORS headers so neuroglancer in a browser can read them.
 
 Scales: ``s0`` is full resolution, chunked like the prediction blocks; each further scale halves every
 spatial axis longer than one voxel, until the whole volume fits in one chunk. Downsampled voxels are
@@ -37,7 +38,7 @@ from ilastikbackend.core.derived import uncertainty
 from ilastikbackend.errors import ApiError, quote_input
 from ilastikbackend.roi import Roi, parse_int
 from ilastikbackend.services.blocks import FEATURES
-from ilastikbackend.services.openapi import json_response, operation
+from ilastikbackend.services.openapi import DATASET_PARAMETER, json_response, operation
 
 bp = Blueprint("neuroglancer", __name__)
 CHUNK = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
@@ -50,6 +51,11 @@ NG_PATH = {
 }
 _SUPPORTED = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32"}
 READ_VOXELS = 1 << 22  # most voxels a downsampled chunk reads at once
+TIME_PARAMETER = {
+    "name": "t", "in": "query", "required": False,
+    "description": "time series only: the time point shown (default 0)",
+    "schema": {"type": "integer", "minimum": 0},
+}  # fmt: skip
 
 
 def _state():
@@ -57,6 +63,7 @@ def _state():
 
 
 TIME_POINT = re.compile(r"-t(\d+)$")
+KEY_DATASET = re.compile(r"^(?:d|p[0-9a-f]{16}-[a-z]+-)([0-9a-f]{16})(?:-t\d+)?$")
 
 
 def keys(setup, t: int | None = None) -> dict[str, str]:
@@ -68,7 +75,8 @@ def keys(setup, t: int | None = None) -> dict[str, str]:
 
 def _layer(key: str, layer: str):
     """(predictor, info, time point or None) of a source key, or a 404 saying what is served now."""
-    predictor, info = _state().predictor()
+    named = KEY_DATASET.match(key)
+    predictor, info = _state().predictor(named.group(1) if named else None)
     setup = predictor.setup
     if layer not in LAYERS:
         raise ApiError(404, f"unknown layer {quote_input(layer)}: use {', '.join(LAYERS)}")
@@ -97,13 +105,18 @@ def segmentation_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes < 256 else np.uint16)
 
 
-def _dtype(layer: str, num_classes: int) -> str:
+def _dtype(layer: str, setup) -> str:
     if layer in ("prediction", "uncertainty", "features"):
         return "float32"
     if layer == "segmentation":
-        return segmentation_dtype(num_classes).name
-    dtype = _state().dataset()["dtype"]
+        return segmentation_dtype(setup.num_classes).name
+    dtype = _dataset(setup)["dtype"]
     return dtype if dtype in _SUPPORTED else "float32"
+
+
+def _dataset(setup) -> dict:
+    """The data provider's ``/info`` of the source's dataset."""
+    return _state().dataset(setup.dataset_id)
 
 
 def scales(shape: tuple[int, ...], chunk: tuple[int, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -185,10 +198,11 @@ def _public_link(state: dict) -> str:
 @operation(
     "neuroglancer precomputed sources of the raw data, predictions and segmentation, a viewer state and links",
     responses={"200": json_response("sources")},
-    errors=(503,),
+    errors=(400, 404, 409, 422, 503),
+    query=[DATASET_PARAMETER, TIME_PARAMETER],
 )
 def sources():
-    predictor, info = _state().predictor()
+    predictor, info = _state().predictor(request.args.get("dataset"))
     t = _time_point(predictor.setup)
     base = request.host_url.rstrip("/")
     urls = {
@@ -197,7 +211,8 @@ def sources():
     state = viewer_state(predictor.setup, info, base, t)
     local = _local_client_available()
     public = _public_link(state)
-    app_link = f"{base}/neuroglancer/app/" + (f"?t={t}" if t is not None else "")
+    query = {k: v for k, v in (("dataset", request.args.get("dataset")), ("t", t)) if v is not None}
+    app_link = f"{base}/neuroglancer/app/" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     urls = {layer["name"]: layer["source"] for layer in state["layers"]}
     return jsonify({**urls, "neuroglancer_state": state, "time_point": t,
                     "time_points": predictor.setup.time_points, "neuroglancer_link": app_link if local else public,
@@ -220,14 +235,14 @@ def _time_point(setup) -> int | None:
 @operation(
     "precomputed info of a source",
     responses={"200": json_response("precomputed info")},
-    errors=(404, 503),
+    errors=(404, 409, 422, 503),
     path=NG_PATH,
 )
 def source_info(key: str, layer: str):
     predictor, _, _ = _layer(key, layer)
     setup = predictor.setup
     channels = {"prediction": setup.num_classes, "segmentation": 1, "uncertainty": 1,
-                "features": setup.num_features}.get(layer) or int(_state().dataset()["channels"])  # fmt: skip
+                "features": setup.num_features}.get(layer) or int(_dataset(setup)["channels"])  # fmt: skip
     chunk = _xyz(setup.block_shape)
     levels = []
     for k, (factors, shape) in enumerate(scales(setup.dataset_shape, setup.block_shape)):
@@ -235,14 +250,14 @@ def source_info(key: str, layer: str):
         levels.append({"key": f"s{k}", "size": size, "resolution": _xyz(factors), "voxel_offset": [0, 0, 0],
                        "chunk_sizes": [[min(c, n) for c, n in zip(chunk, size)]], "encoding": "raw"})  # fmt: skip
     return jsonify({"@type": "neuroglancer_multiscale_volume", "type": "segmentation" if layer == "segmentation"
-                    else "image", "data_type": _dtype(layer, setup.num_classes), "num_channels": channels,
+                    else "image", "data_type": _dtype(layer, setup), "num_channels": channels,
                     "scales": levels})  # fmt: skip
 
 
 @bp.get("/neuroglancer/<key>/<layer>/<scale>/<chunk>")
 @operation(
     "one chunk, raw encoding (x fastest, little endian)",
-    errors=(400, 404, 502, 503, 504),
+    errors=(400, 404, 409, 422, 502, 503, 504),
     responses={"200": {"description": "chunk bytes", "content": {"application/octet-stream": {}}}},
     path={**NG_PATH, "scale": {"description": "s0 (full resolution), s1, ... (see info)"},
           "chunk": {"description": "xBegin-xEnd_yBegin-yEnd_zBegin-zEnd"}},
@@ -268,10 +283,10 @@ def chunk(key: str, layer: str, scale: str, chunk: str):
     begin = tuple(a * f for a, f in zip(lo, factors))
     end = tuple(min(b * f, n) for b, f, n in zip(hi, factors, shape))
     if layer == "raw":
-        dtype = _dtype(layer, setup.num_classes)
+        dtype = _dtype(layer, setup)
 
         def read(roi: Roi) -> np.ndarray:
-            data = _state().raw_region(_at(roi, t))
+            data = _state().raw_region(_at(roi, t), setup.dataset_id)
             data = data[0] if t is not None else data
             return (data[..., np.newaxis] if data.ndim == len(shape) else data).astype(dtype, copy=False)
 
@@ -316,7 +331,8 @@ def _local_client_available() -> bool:
 @operation(
     "open the sources in the neuroglancer client of the 'neuroglancer' Python package, served from this machine",
     responses={"302": {"description": "to the viewer, which the neuroglancer package serves on another port"}},
-    errors=(404, 503),
+    errors=(400, 404, 409, 422, 503),
+    query=[DATASET_PARAMETER, TIME_PARAMETER],
 )
 def app():
     """Redirect to a neuroglancer viewer showing the current sources.
@@ -326,7 +342,7 @@ def app():
     reaches it too), and each visit sets its state to the current sources.
     """
     global _client_viewer
-    predictor, info = _state().predictor()
+    predictor, info = _state().predictor(request.args.get("dataset"))
     if not _local_client_available():
         public = _public_link(viewer_state(predictor.setup, info, request.host_url.rstrip("/")))
         raise ApiError(404, "the neuroglancer client is not installed here (pip install "

@@ -25,6 +25,15 @@ import requests
 LAYERS = ("raw", "prediction", "segmentation")
 
 
+def dataset_of(address: str) -> str | None:
+    """The ``dataset=<id>`` of a gateway URL's query (a dataset registered at the stack), if it names one."""
+    import urllib.parse
+
+    query = urllib.parse.urlsplit(address.strip() if "://" in address else "http://" + address.strip()).query
+    values = urllib.parse.parse_qs(query).get("dataset")
+    return values[0] if values else None
+
+
 def gateway_url(address: str) -> str:
     """``host:port`` or a URL (any path after the host is dropped) to the gateway's base URL."""
     url = address.strip()
@@ -86,15 +95,20 @@ class GatewayClient:
     Parameters
     ----------
     address : str
-        ``host:port`` or ``http://host:port`` of the gateway (a longer URL is cut to its host).
+        ``host:port`` or ``http://host:port`` of the gateway (a longer URL is cut to its host; a
+        ``dataset=<id>`` in its query is kept).
     cache_mib : int
         Memory for recently read regions and chunks (shared by all layers of this client).
     timeout : float
         Seconds to wait for one answer (a prediction of uncached blocks takes a while).
+    dataset : str, optional
+        A dataset registered at the stack (``POST /datasets``); default: the address's ``dataset=``, else
+        the dataset the stack was started with.
     """
 
-    def __init__(self, address: str, *, cache_mib: int = 256, timeout: float = 600.0):
+    def __init__(self, address: str, *, cache_mib: int = 256, timeout: float = 600.0, dataset: str | None = None):
         self.url = gateway_url(address)
+        self.dataset = dataset or dataset_of(address)
         self.timeout = timeout
         self.requests_made = 0  # every HTTP request of this client, for those who want to know what a view costs
         self._count_lock = threading.Lock()
@@ -126,7 +140,8 @@ class GatewayClient:
         with self._count_lock:
             self.requests_made += 1
         try:
-            r = self.session.get(f"{self.url}{path}", timeout=self.timeout)
+            r = self.session.get(f"{self.url}{path}", params={"dataset": self.dataset} if self.dataset else None,
+                                 timeout=self.timeout)  # fmt: skip
         except requests.RequestException as err:
             raise OSError(f"the gateway at {self.url} cannot be reached: {err}") from err
         if r.status_code != 200:
