@@ -287,3 +287,16 @@ def test_napari_opens_a_registered_dataset_by_its_url(stack, seed_raw, classifie
     np.testing.assert_array_equal(np.asarray(layers["Prediction for Label 2"].data[0]), expected[..., 1])
     np.testing.assert_array_equal(np.asarray(layers["Simple Segmentation"].data[1]),
                                   simple_segmentation(expected)[::2, ::2, 0])  # fmt: skip
+
+
+def test_export_jobs_of_a_registered_dataset(stack, seed_raw, classifier):
+    from test_export_jobs import export, result
+
+    dataset = register(stack, "crop.h5/volume/data").json()["dataset_id"]
+    status = export(stack.gateway_url, source="Simple Segmentation", dataset=dataset)
+    assert status["shape"][:2] == [130, 140], status
+    with h5py.File(io.BytesIO(result(stack.gateway_url, status).content)) as f:
+        got = f["exported_data"][()]
+    np.testing.assert_array_equal(got, simple_segmentation(classifier.predict(seed_raw[CROP])))
+    r = requests.post(f"{stack.gateway_url}/export", params={"dataset": "0123456789abcdef"}, timeout=30)
+    assert r.status_code == 404 and "register" in r.json()["error"]
