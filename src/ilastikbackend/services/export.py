@@ -150,20 +150,22 @@ class ExportJob:
 
     def run(self, provider: BlockProvider, parallel: int, ram_bytes: int) -> None:
         self.state = "running"
+        state, error = "failed", ""
         try:
             export_lane(self.plan, provider, self.progress, parallel=parallel, ram_bytes=ram_bytes)
-            self.state = "done"
+            state = "done"
         except ExportCancelled:
-            self.state = "cancelled"
+            state = "cancelled"
         except Exception as err:  # reported in the job's status
-            self.state = "failed"
-            self.error = str(getattr(err, "message", err))
+            error = str(getattr(err, "message", err))
         finally:
-            self.finished = time.time()
             if self.cancel.is_set():  # cancelled after its last block: deleted all the same
-                self.state = "cancelled"
-            if self.state != "done":  # nothing half-written stays behind
+                state = "cancelled"
+            if state != "done":  # nothing half-written stays behind
                 self.remove_files()
+            # The final state is published last: whoever sees it sees the files already gone.
+            self.error, self.finished = error, time.time()
+            self.state = state
             log_event("export_finished", job=self.id, state=self.state, source=self.source.name, format=self.fmt,
                       seconds=round(self.finished - self.started, 3))  # fmt: skip
 
