@@ -30,7 +30,7 @@ from ilastikbackend.services.openapi import (
     text,
 )
 from ilastikbackend.services.outputs import add_output_routes
-from ilastikbackend.services.web import make_app, refuse_cross_origin_writes, thread_session
+from ilastikbackend.services.web import make_app, raise_for_answer, refuse_cross_origin_writes, thread_session
 
 bp = Blueprint("gateway", __name__)
 DESCRIPTION = ("What clients talk to: raw data and ilastik pixel classification predictions of any region. "
@@ -76,7 +76,7 @@ class GatewayState:
                                      timeout=10)  # fmt: skip
             except requests.RequestException as err:
                 raise ApiError(503, f"data provider unreachable at {self.dataprovider_url}: {err}") from err
-            _raise_for(r, "data provider")
+            raise_for_answer(r, "data provider")
             if len(self._datasets) >= 1024:  # registered datasets come and go; the default is asked again
                 self._datasets.clear()
             self._datasets[key] = r.json()
@@ -112,7 +112,7 @@ class GatewayState:
             r = self.session.get(url, params={"dataset": dataset}, timeout=30)
         except requests.RequestException as err:
             raise ApiError(503, f"pixel classification service unreachable at {url}: {err}") from err
-        _raise_for(r, "pixel classification service")
+        raise_for_answer(r, "pixel classification service")
         info = r.json()
         predictor = BlockPredictor(PredictionSetup.from_info(info), self.cache, self.tasks,
                                    lease_seconds=self.lease_seconds, timeout_seconds=self.timeout_seconds)  # fmt: skip
@@ -159,18 +159,6 @@ class GatewayState:
         response = Response(r.iter_content(1 << 20), status=r.status_code, headers=headers)
         response.call_on_close(r.close)
         return response
-
-
-def _raise_for(r: requests.Response, service: str) -> None:
-    """An error answer of another service as ours: its 4xx (an unknown or unfitting dataset) as it is, the
-    rest as a 502."""
-    if r.status_code == 200:
-        return
-    try:
-        message = r.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        message = r.text[:300]
-    raise ApiError(r.status_code if 400 <= r.status_code < 500 else 502, f"{service}: {message}")
 
 
 def _state() -> GatewayState:
@@ -226,7 +214,7 @@ def register_dataset():
         r = state.session.post(f"{state.dataprovider_url}/datasets", params=request.args, timeout=600)
     except requests.RequestException as err:
         raise ApiError(503, f"data provider unreachable at {state.dataprovider_url}: {err}") from err
-    _raise_for(r, "data provider")
+    raise_for_answer(r, "data provider")
     info = r.json()
     state.predictor(info["dataset_id"])  # a file that does not fit the project is refused now, not on first use
     return jsonify(info)

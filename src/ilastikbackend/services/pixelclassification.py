@@ -28,7 +28,7 @@ from ilastikbackend.services.openapi import (
     text,
 )
 from ilastikbackend.services.outputs import OUTPUTS, add_output_routes, output_response
-from ilastikbackend.services.web import make_app, thread_session
+from ilastikbackend.services.web import make_app, raise_for_answer, thread_session
 
 bp = Blueprint("pixelclassification", __name__)
 DESCRIPTION = (
@@ -138,13 +138,7 @@ class DatasetPredictors:
             r = thread_session().get(url, params={"dataset": dataset}, timeout=30)
         except requests.RequestException as err:
             raise ApiError(503, f"data provider unreachable at {default.dataprovider_url}: {err}") from err
-        if r.status_code != 200:
-            try:
-                message = r.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:300]
-            raise ApiError(r.status_code if 400 <= r.status_code < 500 else 502, f"data provider: {message}",
-                           dataset=dataset)  # fmt: skip
+        raise_for_answer(r, "data provider", dataset=dataset)
         info = r.json()
         project = self.classifier.project
         spatial = info.get("spatial_shape", [])
@@ -169,6 +163,8 @@ class DatasetPredictors:
             return self.classifier
         with self._lock:
             if z not in self._classifiers:
+                if len(self._classifiers) >= 8:  # each holds the forests: keep the depths of a few datasets
+                    self._classifiers.clear()
                 self._classifiers[z] = PixelClassifier(self.classifier.project, z_size=z, engine=self.classifier.engine)
             return self._classifiers[z]
 

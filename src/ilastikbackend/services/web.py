@@ -56,6 +56,19 @@ def register_error_handlers(app: Flask) -> None:
         return jsonify({"error": f"internal error: {type(err).__name__}", "status": 500}), 500
 
 
+def raise_for_answer(response, service: str, **details: Any) -> None:
+    """Another service's error answer as ours: its 4xx (an unknown or unfitting dataset, a bad request) with its
+    message, anything else as a 502."""
+    if response.status_code == 200:
+        return
+    try:
+        message = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300]
+    status = response.status_code if 400 <= response.status_code < 500 else 502
+    raise ApiError(status, f"{service}: {message}", **details)
+
+
 def refuse_cross_origin_writes() -> None:
     """A ``before_request`` hook: a web page elsewhere must not change a service through a user's browser
     (start or delete exports, register files)."""
