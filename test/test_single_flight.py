@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -35,6 +36,17 @@ class Forgetful:
                 v = None
             out.append(v)
         return out
+
+
+class Evicting(Forgetful):
+    """A cache too small for anything: every block is gone before it is read."""
+
+    def get_many(self, keys):
+        values = self.inner.get_many(keys)
+        for k, v in zip(keys, values):
+            if v is not None:
+                self.inner.delete_prefix(k)
+        return [None] * len(keys)
 
 
 CREATED: list[BlockPredictor] = []
@@ -117,6 +129,17 @@ def test_blocks_lost_before_read_are_recomputed(cache):
     roi = Roi((0, 0), (40, 30))
     np.testing.assert_array_equal(p.roi(roi)[..., 1], expected_ids(p, roi))
     assert sorted(calls) == sorted(list(range(p.blocking.num_blocks)) * 2)  # each computed again once
+
+
+def test_a_cache_that_loses_every_block_before_it_is_read_is_named_within_seconds(cache):
+    calls = []
+    p = make(Evicting(cache), calls)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        p.roi(Roi((0, 0), (40, 30)))
+    assert info.value.status == 503 and "too small for this request" in info.value.message, info.value.message
+    assert time.monotonic() - started < 15
+    assert max(calls.count(b) for b in set(calls)) == 2  # computed twice, evicted twice: then it says so
 
 
 def test_failing_block_is_reported_with_its_id(cache):
