@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 import urllib.parse
 
 import h5py
@@ -300,3 +302,45 @@ def test_export_jobs_of_a_registered_dataset(stack, seed_raw, classifier):
     np.testing.assert_array_equal(got, simple_segmentation(classifier.predict(seed_raw[CROP])))
     r = requests.post(f"{stack.gateway_url}/export", params={"dataset": "0123456789abcdef"}, timeout=30)
     assert r.status_code == 404 and "register" in r.json()["error"]
+
+
+def test_3d_volumes_of_other_depths(tmp_path, project_3d):
+    """A registered volume of another depth is computed (by the RabbitMQ workers) with the classifier of its own
+    depth; one too thin for the project's kernels is refused when it is registered, naming the kernel and axis."""
+    from ilastikbackend.services.encoding import axistags
+
+    path, raw = project_3d
+    volume = raw[..., 0]
+    with h5py.File(tmp_path / "vol.h5", "w") as f:
+        f.create_dataset("volume/data", data=volume).attrs["axistags"] = axistags("zyx")
+        f.create_dataset("slab/data", data=volume[4:20, :30]).attrs["axistags"] = axistags("zyx")
+        f.create_dataset("thin/data", data=volume[8:14]).attrs["axistags"] = axistags("zyx")
+    s = Stack(tmp_path, project=path, raw_file=tmp_path / "vol.h5", raw_path="volume/data", distributed=True,
+              blocksize=16, dataprovider_extra=["--data-root", str(tmp_path)])  # fmt: skip
+    dataset = None
+    try:
+        r = requests.post(f"{s.gateway_url}/datasets", params={"path": "vol.h5/thin/data"}, timeout=60)
+        assert r.status_code == 422, r.text
+        assert "too small for Gaussian Smoothing at scale 3.5" in r.json()["error"] and "z axis (6 pixels)" in r.text
+        r = requests.post(f"{s.gateway_url}/datasets", params={"path": "vol.h5/slab/data"}, timeout=60)
+        assert r.status_code == 200, r.text + s.logs()
+        dataset = r.json()["dataset_id"]
+        got = npy(requests.get(f"{s.gateway_url}/prediction/npy/roi?extents_min=0_0_0&extents_max=16_30_36"
+                               f"&dataset={dataset}", timeout=300))  # fmt: skip
+    finally:
+        s.stop()
+        if dataset:
+            forget_dataset(s.redis_url, dataset)
+    expected = PixelClassifier(load_project(path), z_size=16).predict(volume[4:20, :30])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_dataset_too_small_for_the_project_fails_at_start_up(tmp_path, seed_project_path, seed_raw):
+    with h5py.File(tmp_path / "small.h5", "w") as f:
+        f["data"] = seed_raw[:10, :50]
+    r = subprocess.run([sys.executable, "-m", "ilastikbackend", "serve", "--project", str(seed_project_path),
+                        "--raw-data-file", f"{tmp_path / 'small.h5'}/data", "--gateway-port", "0",
+                        "--dataprovider-port", "0", "--pixelclassification-port", "0"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "too small for Gaussian Smoothing at scale 3.5" in r.stderr and "y axis (10 pixels)" in r.stderr

@@ -98,7 +98,13 @@ PYBIND11_MODULE(_core, m) {
             Coord h = p.halo();
             return std::vector<Index>(h.begin(), h.end());
         })
-        .def("output_channels", &FeaturePlan::output_channels, py::arg("input_channels"), py::arg("volume_is_2d"));
+        .def("output_channels", &FeaturePlan::output_channels, py::arg("input_channels"), py::arg("volume_is_2d"))
+        .def("check_image", [](const FeaturePlan& p, const std::vector<Index>& shape) {
+            if (shape.size() != 3) throw std::invalid_argument("shape must be (z, y, x)");
+            check_image_fits(p, ImageGeometry{{shape[0], shape[1], shape[2]}});
+        }, py::arg("shape"),
+             "Raise ValueError naming the feature, scale and axis when a kernel of the plan is longer than an "
+             "axis of an image of this (z, y, x) shape (what computing its features would fail with).");
 
     m.def("compute_features", [](py::array raw, const std::vector<Index>& begin, const std::vector<Index>& end, const FeaturePlan& plan,
                                  const std::optional<std::vector<Index>>& origin, const std::optional<std::vector<Index>>& image_shape) {

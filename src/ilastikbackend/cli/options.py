@@ -207,9 +207,14 @@ def make_classifier(args, project, spatial_shape):
               f"the dataset is {len(spatial_shape)}D")  # fmt: skip
     try:
         z_size = int(spatial_shape[0]) if len(spatial_shape) == 3 else None
-        return PixelClassifier(project, z_size=z_size, engine=choice.name)
+        classifier = PixelClassifier(project, z_size=z_size, engine=choice.name)
     except ValueError as err:
         fail(f"cannot serve {args.project}: {err}")
+    try:
+        classifier.check_image(spatial_shape)  # else every block would fail with this
+    except ValueError as err:
+        fail(f"cannot serve {args.raw_data_file} of shape {tuple(spatial_shape)} with {args.project}: {err}")
+    return classifier
 
 
 def raw_args(p: argparse.ArgumentParser) -> None:

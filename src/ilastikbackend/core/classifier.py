@@ -72,6 +72,16 @@ class PixelClassifier:
                 f"{ensemble.column_count}: the dataset is too thin for this 3D project"
             )
 
+    def check_image(self, spatial_shape: Sequence[int]) -> None:
+        """Raise ``ValueError`` if an image of this spatial shape is too small for one of the project's
+        kernels (the message names the feature, the scale and the axis); the services check a dataset at
+        set-up with it, rather than failing on every block.
+        """
+        shape = [int(n) for n in spatial_shape]
+        if len(shape) != self.spatial_ndim:
+            raise ValueError(f"expected {self.spatial_ndim} spatial axes, got shape {tuple(shape)}")
+        self.plan.check_image(([1] if self.spatial_ndim == 2 else []) + shape)
+
     @property
     def halo(self) -> tuple[int, ...]:
         """Raw pixels needed on each side of a block, per spatial axis."""

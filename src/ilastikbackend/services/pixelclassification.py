@@ -148,6 +148,7 @@ class DatasetPredictors:
             setup = make_setup(project, info, dataprovider_url=default.dataprovider_url,
                                project_url=default.project_url, blocksize=self.blocksize,
                                feature_engine=self.classifier.engine, halo=classifier.halo)  # fmt: skip
+            classifier.check_image(setup.dataset_shape)  # else every block would fail with this
         except (SetupError, ValueError) as err:
             raise ApiError(422, f"dataset {dataset} ({info.get('path') or 'registered file'}) does not fit the "
                            f"project: {err}", dataset=dataset) from err  # fmt: skip
