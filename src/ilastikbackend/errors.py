@@ -19,6 +19,15 @@ class ApiError(Exception):
         self.details = details
 
 
+def error_of_answer(response: Any) -> str | None:
+    """The message of an :class:`ApiError` answer as another service (or client) received it (an object with
+    ``.json()``, e.g. a ``requests`` response); None when the body is not such an answer."""
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def quote_input(value: object, limit: int = QUOTE_LIMIT) -> str:
     """``repr`` of user input for an error message, cut to ``limit`` characters."""
     text = str(value)

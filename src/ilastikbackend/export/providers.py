@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ilastikbackend.core.derived import simple_segmentation, uncertainty
+from ilastikbackend.errors import error_of_answer
 
 ENDPOINTS = {
     "probabilities": "prediction",
@@ -62,11 +63,8 @@ class BlockProvider(ABC):
 
 
 def error_message(response) -> str:
-    """The message of a service's JSON error answer (else the start of its body)."""
-    try:
-        return str(response.json()["error"])
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code} {response.text[:300]}"
+    """The message of a service's JSON error answer (else its status and the start of its body)."""
+    return error_of_answer(response) or f"{response.status_code} {response.text[:300]}"
 
 
 def _decode_npy(body: bytes) -> np.ndarray:

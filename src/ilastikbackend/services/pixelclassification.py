@@ -149,7 +149,7 @@ class DatasetPredictors:
                                project_url=default.project_url, blocksize=self.blocksize,
                                feature_engine=self.classifier.engine, halo=classifier.halo)  # fmt: skip
             classifier.check_image(setup.dataset_shape)  # else every block would fail with this
-        except (SetupError, ValueError) as err:
+        except ValueError as err:  # SetupError, or a classifier that cannot serve this depth or size
             raise ApiError(422, f"dataset {dataset} ({info.get('path') or 'registered file'}) does not fit the "
                            f"project: {err}", dataset=dataset) from err  # fmt: skip
         log_event("dataset_set_up", dataset=dataset, shape="x".join(map(str, setup.dataset_shape)),

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
-from ilastikbackend.errors import ApiError, quote_input
+from ilastikbackend.errors import ApiError, error_of_answer, quote_input
 from ilastikbackend.log import log, log_event
 from ilastikbackend.services.budget import MemoryBudget
 from ilastikbackend.services.openapi import build_spec, json_response, operation, undocumented
@@ -61,10 +61,7 @@ def raise_for_answer(response, service: str, **details: Any) -> None:
     message, anything else as a 502."""
     if response.status_code == 200:
         return
-    try:
-        message = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
+    message = error_of_answer(response) or response.text[:300]
     status = response.status_code if 400 <= response.status_code < 500 else 502
     raise ApiError(status, f"{service}: {message}", **details)
 

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import requests
 
+from ilastikbackend.errors import error_of_answer
+
 LAYERS = ("raw", "prediction", "segmentation")
 
 
@@ -145,10 +147,7 @@ class GatewayClient:
         except requests.RequestException as err:
             raise OSError(f"the gateway at {self.url} cannot be reached: {err}") from err
         if r.status_code != 200:
-            try:
-                message = r.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:300]
+            message = error_of_answer(r) or r.text[:300]
             raise OSError(f"the gateway at {self.url} answered {r.status_code} for {path}: {message}")
         return r
 
